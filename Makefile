@@ -1,0 +1,48 @@
+# The README's two commands: `make demo` (embedded default end to end -> paper/build/report.pdf)
+# and `make test` (the test suite). Both install everything first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+# Debian packages: a LaTeX that has booktabs, siunitx, multirow, lmodern; poppler for PDF checks.
+APT_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-science \
+	latexmk lmodern poppler-utils
+
+.PHONY: demo test install system-deps lint format clean
+
+demo: install system-deps
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) paper/build/report.pdf
+
+test: install system-deps
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+system-deps:
+	@if command -v latexmk >/dev/null && command -v pdftotext >/dev/null \
+	    && kpsewhich lmodern.sty booktabs.sty siunitx.sty >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	else \
+	    echo "LaTeX is missing. Run as root:"; \
+	    echo "  sudo apt-get install -y --no-install-recommends $(APT_PACKAGES)"; exit 1; \
+	fi
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/snakefmt Snakefile rules
+
+clean:
+	rm -rf results logs data/generated paper/build .snakemake

@@ -1,0 +1,26 @@
+# Pretraining (paper Sec. 2.1, Table 1): one job per run of `pretrain.runs`. The run's resolved spec
+# is its params: editing one run's settings reruns that run and what depends on it, nothing else.
+
+
+rule pretrain:
+    input:
+        data=lambda w: dataset_check(pretrain_dataset(w.run)),
+    output:
+        checkpoint="results/pretrain/{run}/checkpoint.pt",
+        log_json="results/pretrain/{run}/train_log.json",
+    params:
+        spec=lambda w: spec_json(gtc.pretrain_spec(config, w.run)),
+        root=lambda w: dataset_root(pretrain_dataset(w.run)),
+        state_dir="results/pretrain/{run}/state",
+    log:
+        "logs/pretrain/{run}.log",
+    threads: workflow.cores
+    resources:
+        runtime=60,
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    shell:
+        GT + " pretrain --spec {params.spec:q} --data {params.root} --out {output.checkpoint}"
+        " --state-dir {params.state_dir} --log {output.log_json} 2> {log}"

@@ -1,0 +1,100 @@
+# Tables and the report. A table is declared in the config (rows = pretraining runs, columns =
+# protocol metrics); `snakemake table1` builds one, `paper/build/report.pdf` builds them all.
+
+
+def table_metrics(table):
+    """'protocol/run' -> metrics.json for every cell of ``table``."""
+    declaration = config["tables"][table]
+    protocols = {column["protocol"] for column in declaration["columns"]}
+    return {
+        f"{protocol}/{run}": f"results/{protocol}/{run}/metrics.json"
+        for protocol in sorted(protocols)
+        for run in gtc.table_runs(config, table)
+    }
+
+
+rule table_json:
+    input:
+        lambda w: list(table_metrics(w.table).values()),
+        reference="paper/reference/reference_results.yaml",
+    output:
+        "results/tables/{table}.json",
+    params:
+        declaration=lambda w: spec_json(config["tables"][w.table]),
+        metrics=lambda w: spec_json(table_metrics(w.table)),
+        note=config["report"]["scale_note"],
+    log:
+        "logs/tables/{table}.log",
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    shell:
+        "python -m goodtransfer table --name {wildcards.table} --declaration {params.declaration:q}"
+        " --metrics {params.metrics:q} --reference {input.reference} --note {params.note:q}"
+        " --out {output} 2> {log}"
+
+
+rule table_tex:
+    input:
+        table="results/tables/{table}.json",
+        template="paper/tables/table.tex.j2",
+    output:
+        "paper/build/tables/{table}.tex",
+    log:
+        "logs/tables/{table}_tex.log",
+    conda:
+        REPORT_ENV
+    container:
+        REPORT_CONTAINER
+    shell:
+        "python -m goodtransfer.report.render table --table-json {input.table} --templates paper"
+        " --out-tex {output} 2> {log}"
+
+
+for _table in config["tables"]:
+
+    rule:
+        name:
+            _table
+        input:
+            f"results/tables/{_table}.json",
+            f"paper/build/tables/{_table}.tex",
+
+
+rule report_context:
+    input:
+        expand("results/tables/{table}.json", table=config["report"]["tables"]),
+    output:
+        "results/report/context.json",
+    params:
+        config=spec_json(config),
+        scale_note=config["report"]["scale_note"],
+    log:
+        "logs/report/context.log",
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    shell:
+        "python -m goodtransfer report-context --tables {input} --config {params.config:q}"
+        " --scale-note {params.scale_note:q} --out {output} 2> {log}"
+
+
+rule report:
+    input:
+        tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        context="results/report/context.json",
+        templates=["paper/report.tex.j2", "paper/tables/table.tex.j2"],
+    output:
+        tex="paper/build/report.tex",
+        pdf="paper/build/report.pdf",
+    log:
+        "logs/report/report.log",
+    conda:
+        REPORT_ENV
+    container:
+        REPORT_CONTAINER
+    shell:
+        "python -m goodtransfer.report.render report --tables {input.tables} --context {input.context}"
+        " --templates paper --out-tex {output.tex} --out-pdf {output.pdf} 2> {log}"

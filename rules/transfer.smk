@@ -1,0 +1,51 @@
+# Downstream protocols (paper Sec. 2): ImageNet linear readout and VOC07 detection fine-tuning of
+# every pretraining checkpoint. Each writes metrics.json, which the tables read.
+
+
+rule linear_readout:
+    input:
+        checkpoint=lambda w: checkpoint_of(w.run),
+        data=lambda w: dataset_check(config["linear"]["dataset"]),
+    output:
+        metrics="results/linear/{run}/metrics.json",
+    params:
+        spec=lambda w: spec_json(gtc.linear_spec(config, w.run)),
+        root=lambda w: dataset_root(config["linear"]["dataset"]),
+    log:
+        "logs/linear/{run}.log",
+    threads: workflow.cores
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    shell:
+        GT + " linear --spec {params.spec:q} --checkpoint {input.checkpoint}"
+        " --data {params.root} --metrics {output.metrics} 2> {log}"
+
+
+rule voc_detection:
+    input:
+        checkpoint=lambda w: checkpoint_of(w.run),
+        data=lambda w: dataset_check(config["detection"][w.protocol]["dataset"]),
+    output:
+        metrics="results/{protocol}/{run}/metrics.json",
+        detections="results/{protocol}/{run}/detections.json",
+    params:
+        spec=lambda w: spec_json(gtc.detection_spec(config, w.protocol, w.run)),
+        root=lambda w: dataset_root(config["detection"][w.protocol]["dataset"]),
+        state_dir="results/{protocol}/{run}/state",
+    wildcard_constraints:
+        protocol="voc07|voc0712",
+    log:
+        "logs/{protocol}/{run}.log",
+    threads: workflow.cores
+    resources:
+        runtime=60,
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    shell:
+        GT + " voc --spec {params.spec:q} --checkpoint {input.checkpoint} --data {params.root}"
+        " --metrics {output.metrics} --detections {output.detections}"
+        " --state-dir {params.state_dir} 2> {log}"

@@ -1,0 +1,5 @@
+import sys
+
+from goodtransfer.cli import main
+
+sys.exit(main())

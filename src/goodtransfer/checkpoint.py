@@ -1,0 +1,64 @@
+"""Backbone checkpoints: a torchvision-style ResNet state_dict plus metadata, loaded safely.
+
+Format (``format: goodtransfer-backbone/1``)::
+
+    {"state_dict": {"conv1.weight": ..., "layer1.0.conv1.weight": ...},   # no "fc.*"
+     "meta": {"method": "moco", "run": "mocov2-f", "config_hash": "...", "epoch": 200, "arch": "resnet50"}}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from goodtransfer.io import InputError, atomic_path
+
+FORMAT = "goodtransfer-backbone/1"
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """``torch.save`` through a temporary file, so a killed job never leaves a truncated checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` with ``weights_only=True``; a missing or unreadable file names itself."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
+        raise InputError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from None
+
+
+def save_backbone(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], meta: dict) -> None:
+    save_torch(path, {"state_dict": dict(state_dict), "meta": {"format": FORMAT, **meta}})
+
+
+def load_backbone(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read one of our backbone checkpoints; returns (state_dict, meta)."""
+    obj = load_torch(path)
+    if not isinstance(obj, dict) or "state_dict" not in obj or "meta" not in obj:
+        keys = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+        raise InputError(f"{path}: expected a dict with 'state_dict' and 'meta' ({FORMAT}); found {keys}")
+    if obj["meta"].get("format") != FORMAT:
+        raise InputError(f"{path}: field meta.format is {obj['meta'].get('format')!r}; expected {FORMAT!r}")
+    return obj["state_dict"], obj["meta"]
+
+
+def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load every key or fail naming the missing and unexpected ones; nothing is silently skipped."""
+    result = module.load_state_dict(dict(state_dict), strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise InputError(
+            f"{source}: checkpoint does not match the model: missing keys {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {result.unexpected_keys[:8]}"
+        )

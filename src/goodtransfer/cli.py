@@ -1,0 +1,115 @@
+"""``goodtransfer <command>``: the entry points that Snakemake rules call; each writes atomically."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from goodtransfer.io import InputError, read_yaml, write_json
+
+
+def _threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(count, 1))
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from goodtransfer.pretrain.train import pretrain
+
+    pretrain(json.loads(args.spec), args.data, args.out, args.state_dir, args.log)
+
+
+def _linear(args: argparse.Namespace) -> None:
+    from goodtransfer.transfer.linear import linear_readout
+
+    linear_readout(json.loads(args.spec), args.checkpoint, args.data, args.metrics)
+
+
+def _voc(args: argparse.Namespace) -> None:
+    from goodtransfer.transfer.voc_detection import finetune_voc
+
+    finetune_voc(json.loads(args.spec), args.checkpoint, args.data, args.metrics, args.detections, args.state_dir)
+
+
+def _check_dataset(args: argparse.Namespace) -> None:
+    from goodtransfer.data.check import check_dataset
+
+    write_json(args.out, check_dataset(args.kind, args.root, args.classes or None))
+
+
+def _table(args: argparse.Namespace) -> None:
+    from goodtransfer.report.tables import build_table
+
+    declaration = json.loads(args.declaration)
+    metrics = json.loads(args.metrics)
+    table = build_table(args.name, declaration, metrics, read_yaml(args.reference), args.note or [])
+    write_json(args.out, table)
+
+
+def _report_context(args: argparse.Namespace) -> None:
+    from goodtransfer.report.context import build_context
+
+    write_json(args.out, build_context(args.tables, json.loads(args.config), args.scale_note))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="goodtransfer", description=__doc__)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    job = sub.add_parser("pretrain", help="pretrain one run")
+    job.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
+    job.add_argument("--log", type=Path, required=True)
+    job.set_defaults(func=_pretrain)
+    for name, func, help_text in (("linear", _linear, "linear readout"), ("voc", _voc, "VOC detection")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--checkpoint", type=Path, required=True)
+        command.add_argument("--metrics", type=Path, required=True)
+        command.set_defaults(func=func)
+        if name == "voc":
+            command.add_argument("--detections", type=Path, required=True)
+            command.add_argument("--state-dir", type=Path, required=True)
+    for command in (job, sub.choices["linear"], sub.choices["voc"]):
+        command.add_argument("--spec", required=True, help="the job's resolved spec, JSON")
+        command.add_argument("--data", type=Path, required=True, help="dataset root")
+    job.add_argument("--out", type=Path, required=True)
+    check = sub.add_parser("check-dataset", help="check a dataset's layout and write a summary")
+    check.add_argument("--kind", choices=["imagefolder", "voc"], required=True)
+    check.add_argument("--root", type=Path, required=True)
+    check.add_argument("--classes", nargs="*", default=None)
+    check.add_argument("--out", type=Path, required=True)
+    check.set_defaults(func=_check_dataset)
+    table = sub.add_parser("table", help="assemble a table JSON from metrics files")
+    table.add_argument("--name", required=True)
+    table.add_argument("--declaration", required=True, help="the table's config entry, JSON")
+    table.add_argument("--metrics", required=True, help="JSON mapping 'protocol/run' to metrics.json")
+    table.add_argument("--reference", type=Path, required=True)
+    table.add_argument("--note", action="append")
+    table.add_argument("--out", type=Path, required=True)
+    table.set_defaults(func=_table)
+    context = sub.add_parser("report-context", help="collect the report's provenance")
+    context.add_argument("--tables", type=Path, nargs="+", required=True)
+    context.add_argument("--config", required=True, help="the workflow config, JSON")
+    context.add_argument("--scale-note", required=True)
+    context.add_argument("--out", type=Path, required=True)
+    context.set_defaults(func=_report_context)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in {"pretrain", "linear", "voc"}:
+            _threads(args.threads)
+        args.func(args)
+    except InputError as err:
+        print(f"goodtransfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Resolve the workflow config into one self-contained, JSON-serialisable spec per job.
+
+Each job sees only the keys that affect it, so its spec (passed to Snakemake as ``params``) changes
+exactly when its result would: editing one run's augmentation reruns that run and what depends on it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from goodtransfer.io import InputError
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, recursively for mappings; lists and scalars are replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _lookup(config: Mapping[str, Any], *path: str) -> Any:
+    node: Any = config
+    for depth, key in enumerate(path):
+        if not isinstance(node, Mapping) or key not in node:
+            raise InputError(f"config: key {'.'.join(path[: depth + 1])} not found")
+        node = node[key]
+    return node
+
+
+def pretrain_runs(config: Mapping[str, Any]) -> list[str]:
+    return list(config["pretrain"]["runs"])
+
+
+def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """defaults <- recipe <- run; augmentation parameters kept only for the transforms the run uses."""
+    section = config["pretrain"]
+    run_cfg = dict(_lookup(config, "pretrain", "runs", run))
+    recipe_name = run_cfg.pop("recipe")
+    recipe = _lookup(config, "pretrain", "recipes", recipe_name)
+    spec = deep_merge(deep_merge(section["defaults"], recipe), run_cfg)
+    augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
+    spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
+    return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
+
+
+def dataset_of(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return dict(_lookup(config, "datasets", name))
+
+
+def linear_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
+    return {**config["linear"], **config["compute"], "run": run, "seed": config["seed"]}
+
+
+def detection_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[str, Any]:
+    spec = dict(_lookup(config, "detection", protocol))
+    classes = dataset_of(config, spec["dataset"])["classes"]
+    return {**spec, **config["compute"], "classes": classes, "run": run, "seed": config["seed"]}
+
+
+def table_runs(config: Mapping[str, Any], table: str) -> list[str]:
+    """Every pretraining run that appears as a row of ``table``."""
+    declaration = _lookup(config, "tables", table)
+    return [row["run"] for group in declaration["groups"] for row in group["rows"]]

@@ -1,0 +1,22 @@
+"""ImageNet-style class-folder datasets (``<root>/<split>/<class>/<image>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchvision.datasets import ImageFolder
+
+from goodtransfer.io import InputError
+
+LAYOUT = "<root>/{train,val}/<class folder>/<image>.JPEG (ImageNet after the usual val reorganisation)"
+
+
+def image_folder(root: str | Path, split: str, transform: Any) -> ImageFolder:
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise InputError(f"{folder}: dataset split folder not found; expected the layout {LAYOUT}")
+    try:
+        return ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise InputError(f"{folder}: not a class-folder dataset ({err}); expected the layout {LAYOUT}") from None

@@ -1,0 +1,23 @@
+"""Supervised pretraining: cross-entropy on the dataset's labels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import ResNet
+
+
+class Supervised(nn.Module):
+    two_views = False
+
+    def __init__(self, encoder: ResNet) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    @property
+    def backbone(self) -> ResNet:
+        return self.encoder
+
+    def loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.encoder(images).float(), targets)

@@ -1,0 +1,80 @@
+"""The report's provenance: git commit, config hash, package versions, hardware, wall time per step."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from goodtransfer.io import read_json, spec_hash
+
+PACKAGES = ("torch", "torchvision", "snakemake", "numpy", "pillow", "jinja2")
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _hardware() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    text = f"{cpu}, {os.cpu_count()} CPU cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return text
+
+
+def _step_times(tables: Sequence[Path]) -> list[dict[str, str]]:
+    """Wall time of each metrics-producing job and of the pretraining runs behind them."""
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for table_path in tables:
+        for group in read_json(table_path)["groups"]:
+            for row in group["rows"]:
+                for cell in row["cells"].values():
+                    provenance = cell.get("provenance")
+                    if not provenance or provenance["metrics"] in seen:
+                        continue
+                    seen.add(provenance["metrics"])
+                    metrics = read_json(provenance["metrics"])
+                    rows.append({"key": f"time {provenance['metrics']}", "value": f"{metrics.get('seconds', '?')} s"})
+                    log = Path(provenance["checkpoint"]).with_name("train_log.json")
+                    if log.is_file() and str(log) not in seen:
+                        seen.add(str(log))
+                        seconds = sum(epoch["seconds"] for epoch in read_json(log)["history"])
+                        rows.append({"key": f"time {log}", "value": f"{seconds:.1f} s"})
+    return rows
+
+
+def build_context(tables: Sequence[Path], config: dict[str, Any], scale_note: str) -> dict[str, Any]:
+    provenance = [
+        {"key": "git commit", "value": git_commit()},
+        {"key": "config hash", "value": spec_hash(config)},
+        {"key": "python", "value": platform.python_version()},
+        *({"key": name, "value": _version(name)} for name in PACKAGES),
+        {"key": "hardware", "value": _hardware()},
+        *_step_times(tables),
+    ]
+    return {"scale_note": scale_note, "provenance": provenance}

@@ -1,0 +1,123 @@
+"""Faster R-CNN with the R50-C4 structure of detectron2/MoCo, built from torchvision parts.
+
+stem..res4 (``conv1``..``layer3``) is the backbone at stride 16; the RPN runs on res4; RoIAlign
+(aligned, 14x14) pools each proposal from res4; res5 (``layer4``, stride 2) plus one extra BatchNorm
+(MoCo's ``Res5ROIHeadsExtraNorm``) and global average pooling form the box head. Nothing is frozen
+(``FREEZE_AT: 0``) and every BatchNorm is trained.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.resnet import ResNet
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+
+
+class C4Backbone(nn.Module):
+    """stem + res2..res4 of a torchvision ResNet, named as in torchvision."""
+
+    def __init__(self, resnet: ResNet) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
+        self.out_channels = _stage_channels(resnet.layer3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+class C4RoIPool(MultiScaleRoIAlign):
+    """Single-level RoIAlign on res4 (detectron2's ROIAlignV2: aligned=True, adaptive sampling).
+
+    Subclasses MultiScaleRoIAlign only because torchvision's FasterRCNN checks the pooler's type.
+    """
+
+    def __init__(self, resolution: int, stride: int = 16) -> None:
+        super().__init__(featmap_names=["0"], output_size=resolution, sampling_ratio=0)
+        self.resolution, self.scale = resolution, 1.0 / stride
+
+    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor], image_shapes: Any):
+        del image_shapes
+        feature = features["0"]
+        boxes = [p.to(feature.dtype) for p in proposals]
+        return roi_align(feature, boxes, self.resolution, self.scale, sampling_ratio=0, aligned=True)
+
+
+class Res5ExtraNormHead(nn.Module):
+    """res5 on pooled RoIs, one extra BatchNorm after it (MoCo's Res5ROIHeadsExtraNorm), then mean pool."""
+
+    def __init__(self, layer4: nn.Sequential) -> None:
+        super().__init__()
+        self.res5 = layer4
+        self.norm = nn.BatchNorm2d(_stage_channels(layer4))
+        self.out_channels = _stage_channels(layer4)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.res5(pooled)).mean(dim=(2, 3))
+
+
+def _stage_channels(stage: nn.Sequential) -> int:
+    last = stage[-1]
+    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
+
+
+def _init_predictor(predictor: FastRCNNPredictor) -> FastRCNNPredictor:
+    # detectron2's FastRCNNOutputLayers init: N(0, 0.01) scores, N(0, 0.001) deltas, zero bias.
+    nn.init.normal_(predictor.cls_score.weight, std=0.01)
+    nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
+    for layer in (predictor.cls_score, predictor.bbox_pred):
+        nn.init.constant_(layer.bias, 0.0)
+    return predictor
+
+
+def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
+    """A Faster R-CNN C4 for ``num_classes`` foreground classes from an initialised ResNet."""
+    anchors = AnchorGenerator(sizes=(tuple(spec["anchor_sizes"]),), aspect_ratios=(tuple(spec["aspect_ratios"]),))
+    backbone = C4Backbone(resnet)
+    head = Res5ExtraNormHead(copy.deepcopy(resnet.layer4))
+    rpn = spec["rpn"]
+    roi = spec["roi_heads"]
+    return FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=tuple(spec["min_size_train"]),
+        max_size=spec["max_size"],
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=rpn["pre_nms_topk_train"],
+        rpn_pre_nms_top_n_test=rpn["pre_nms_topk_test"],
+        rpn_post_nms_top_n_train=rpn["post_nms_topk_train"],
+        rpn_post_nms_top_n_test=rpn["post_nms_topk_test"],
+        rpn_batch_size_per_image=rpn["batch_size_per_image"],
+        box_roi_pool=C4RoIPool(roi["pooler_resolution"]),
+        box_head=head,
+        box_predictor=_init_predictor(FastRCNNPredictor(head.out_channels, num_classes + 1)),
+        box_batch_size_per_image=roi["batch_size_per_image"],
+        box_score_thresh=roi["score_thresh_test"],
+        box_nms_thresh=roi["nms_thresh_test"],
+        box_detections_per_img=roi["detections_per_image"],
+    )
+
+
+def backbone_keys_loaded(model: FasterRCNN) -> OrderedDict[str, str]:
+    """Map each ResNet checkpoint key to where it lives in the detector (res5 keys live in the head)."""
+    mapping: OrderedDict[str, str] = OrderedDict()
+    for key in model.backbone.state_dict():
+        mapping[key] = f"backbone.{key}"
+    for key in model.roi_heads.box_head.res5.state_dict():
+        mapping[f"layer4.{key}"] = f"roi_heads.box_head.res5.{key}"
+    return mapping

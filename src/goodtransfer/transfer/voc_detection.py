@@ -1,0 +1,171 @@
+"""VOC detection fine-tuning (MoCo's detectron2 protocol) on a C4 Faster R-CNN, then VOC evaluation.
+
+Iteration-based like detectron2: SGD, linear warmup, x0.1 at ``steps``, multi-scale training by
+shortest side, horizontal flip, difficult objects kept for training. Resumable at any checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms.functional import pil_to_tensor
+
+from goodtransfer.checkpoint import load_backbone, load_into
+from goodtransfer.data.voc import VocRecord, load_split, to_model_box
+from goodtransfer.device import Compute
+from goodtransfer.evaluate.voc_ap import VocEvaluator
+from goodtransfer.io import spec_hash, write_json
+from goodtransfer.models.backbone import build_resnet
+from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.schedule import linear_warmup, step
+from goodtransfer.transfer.c4 import build_c4_detector
+
+
+class VocDetectionData(Dataset):
+    """Images as float tensors in [0, 1] and torchvision targets (labels 1..K; 0 is background)."""
+
+    def __init__(self, records: Sequence[VocRecord], classes: Sequence[str]) -> None:
+        self.records, self.index = list(records), {name: i for i, name in enumerate(classes)}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
+        position, flip = item
+        record = self.records[position]
+        image = pil_to_tensor(Image.open(record.image_path).convert("RGB")).float().div_(255)
+        boxes = torch.tensor([to_model_box(o.bbox) for o in record.objects], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([self.index[o.name] + 1 for o in record.objects], dtype=torch.int64)
+        if flip:
+            image = image.flip(-1)
+            boxes = torch.stack([image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0],
+                                 boxes[:, 3]], dim=1)
+        return image, {"boxes": boxes, "labels": labels}, record.image_id
+
+
+class IterationSampler(Sampler):
+    """Batches for iterations ``start..max_iter``: reshuffled each pass, flips drawn per iteration.
+
+    Every batch is a function of (seed, iteration), so a resumed run sees the batches it would have seen.
+    """
+
+    def __init__(self, size: int, batch: int, seed: int, start: int, stop: int, flip: bool) -> None:
+        self.size, self.batch, self.seed, self.start, self.stop, self.flip = size, batch, seed, start, stop, flip
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        for iteration in range(self.start, self.stop):
+            first = iteration * self.batch
+            positions = [self._order(k // self.size)[k % self.size] for k in range(first, first + self.batch)]
+            flips = torch.rand(self.batch, generator=torch.Generator().manual_seed(self.seed * 7919 + iteration))
+            yield [(p, bool(f < 0.5) and self.flip) for p, f in zip(positions, flips.tolist(), strict=True)]
+
+    def _order(self, epoch: int) -> list[int]:
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 104729 + epoch)).tolist()
+
+
+def _collate(batch: list[Any]) -> tuple[list[Any], ...]:
+    return tuple(zip(*batch, strict=True))
+
+
+def _iteration_lr(spec: dict[str, Any], iteration: int) -> float:
+    warm = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"])
+    return warm * step(spec["base_lr"], iteration, spec["steps"])
+
+
+def build_from_checkpoint(spec: dict[str, Any], checkpoint: Path, num_classes: int) -> torch.nn.Module:
+    state_dict, meta = load_backbone(checkpoint)
+    resnet = build_resnet(meta["arch"])
+    load_into(resnet, state_dict, str(checkpoint))
+    return build_c4_detector(resnet, num_classes, spec)
+
+
+def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"],
+                                weight_decay=spec["weight_decay"])
+    start = 0
+    if (state := resume.load()) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["iteration"]
+        set_rng_state(state["rng"])
+        print(f"[voc] resuming {spec['run']} from iteration {start}", file=sys.stderr)
+    sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
+    model.train()
+    began = time.time()
+    for iteration, (images, targets, _) in enumerate(loader, start=start):
+        for group in optimizer.param_groups:
+            group["lr"] = _iteration_lr(spec, iteration)
+        with compute.autocast():
+            losses = model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = iteration + 1
+        if done % spec["log_period"] == 0 or done == spec["max_iter"]:
+            rate = (done - start) / max(time.time() - began, 1e-9)
+            print(f"[voc] {spec['run']} iter {done}/{spec['max_iter']} loss {float(loss):.3f} "
+                  f"{rate:.2f} it/s ETA {(spec['max_iter'] - done) / rate:.0f}s", file=sys.stderr)
+        if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
+            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
+    return start
+
+
+def _to(target: dict[str, torch.Tensor], compute: Compute) -> dict[str, torch.Tensor]:
+    return {k: v.to(compute.device) for k, v in target.items()}
+
+
+@torch.no_grad()
+def evaluate(model, records: Sequence[VocRecord], classes: Sequence[str], spec: dict[str, Any],
+             compute: Compute) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """VOC2007 AP/AP50/AP75 (11-point) on ``records`` and the raw detections for error analysis."""
+    model.eval()
+    model.transform.min_size = (spec["min_size_test"],)
+    evaluator = VocEvaluator(records, classes, use_07_metric=spec["use_07_metric"])
+    data = VocDetectionData(records, classes)
+    loader = DataLoader(data, batch_size=spec["test_batch"], sampler=[(i, False) for i in range(len(data))],
+                        num_workers=spec["workers"], collate_fn=_collate)
+    detections: list[dict[str, Any]] = []
+    for images, _, ids in loader:
+        with compute.autocast():
+            outputs = model([compute.images(i) for i in images])
+        for image_id, out in zip(ids, outputs, strict=True):
+            boxes = out["boxes"].float().cpu().numpy()
+            scores, labels = out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy() - 1
+            evaluator.process(image_id, boxes, scores, labels)
+            detections += [{"image_id": image_id, "class": classes[int(c)], "score": float(s),
+                            "box": [float(v) for v in b]} for b, s, c in zip(boxes, scores, labels, strict=True)]
+    return evaluator.evaluate(), detections
+
+
+def finetune_voc(spec: dict[str, Any], checkpoint: Path, voc_root: Path, metrics_out: Path,
+                 detections_out: Path, state_dir: Path) -> None:
+    digest = spec_hash(spec)
+    seed_everything(spec["seed"])
+    classes = spec["classes"]
+    train_records = [r for split in spec["train_splits"] for r in load_split(voc_root, split, classes)]
+    test_records = load_split(voc_root, spec["test_split"], classes)
+    compute = Compute.from_spec(spec)
+    model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))
+    began = time.time()
+    start = _train(model, VocDetectionData(train_records, classes), spec, compute, ResumeState(state_dir, digest))
+    metrics, detections = evaluate(model, test_records, classes, spec, compute)
+    write_json(detections_out, {"classes": list(classes), "detections": detections})
+    write_json(metrics_out, {
+        **metrics, "run": spec["run"], "config_hash": digest, "checkpoint": str(checkpoint),
+        "iterations": spec["max_iter"], "resumed_from": start, "seconds": round(time.time() - began, 1),
+        "train_images": len(train_records), "test_images": len(test_records),
+        "mean_gt_per_image": float(np.mean([len(r.objects) for r in test_records])),
+    })
