@@ -8,7 +8,6 @@ PYTHON_ENV = "../envs/pytorch.yaml"
 PYTHON_CONTAINER = "containers/pytorch.sif"
 REPORT_ENV = "../envs/report.yaml"
 REPORT_CONTAINER = "containers/report.sif"
-GT = "python -m goodtransfer --threads {threads}"
 
 
 def spec_json(spec):
@@ -29,3 +28,30 @@ def pretrain_dataset(run):
 
 def checkpoint_of(run):
     return f"results/pretrain/{run}/checkpoint.pt"
+
+
+def generated_dataset(wildcards):
+    entry = gtc.dataset_of(config, wildcards.dataset)
+    return [entry["root"]] if entry.get("generate") else []
+
+
+def generator_args(name):
+    entry = gtc.dataset_of(config, name)
+    options = dict(entry["generate"], seed=config["seed"])
+    if entry["kind"] == "voc":
+        options["classes"] = entry["classes"]
+    return " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in options.items()
+    )
+
+
+def table_metrics(table):
+    """'protocol/run' -> metrics.json for every cell of ``table``."""
+    declaration = config["tables"][table]
+    protocols = {column["protocol"] for column in declaration["columns"]}
+    return {
+        f"{protocol}/{run}": f"results/{protocol}/{run}/metrics.json"
+        for protocol in sorted(protocols)
+        for run in gtc.table_runs(config, table)
+    }

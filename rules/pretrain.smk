@@ -8,19 +8,19 @@ rule pretrain:
     output:
         checkpoint="results/pretrain/{run}/checkpoint.pt",
         log_json="results/pretrain/{run}/train_log.json",
-    params:
-        spec=lambda w: spec_json(gtc.pretrain_spec(config, w.run)),
-        root=lambda w: dataset_root(pretrain_dataset(w.run)),
-        state_dir="results/pretrain/{run}/state",
     log:
         "logs/pretrain/{run}.log",
-    threads: workflow.cores
-    resources:
-        runtime=60,
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
+    threads: config["threads_per_job"]
+    resources:
+        runtime=60,
+    params:
+        spec=lambda w: spec_json(gtc.pretrain_spec(config, w.run)),
+        root=lambda w: dataset_root(pretrain_dataset(w.run)),
+        state_dir="results/pretrain/{run}/state",
     shell:
-        GT + " pretrain --spec {params.spec:q} --data {params.root} --out {output.checkpoint}"
+        "python -m goodtransfer --threads {threads} pretrain --spec {params.spec:q} --data {params.root} --out {output.checkpoint}"
         " --state-dir {params.state_dir} --log {output.log_json} 2> {log}"

@@ -2,33 +2,22 @@
 # protocol metrics); `snakemake table1` builds one, `paper/build/report.pdf` builds them all.
 
 
-def table_metrics(table):
-    """'protocol/run' -> metrics.json for every cell of ``table``."""
-    declaration = config["tables"][table]
-    protocols = {column["protocol"] for column in declaration["columns"]}
-    return {
-        f"{protocol}/{run}": f"results/{protocol}/{run}/metrics.json"
-        for protocol in sorted(protocols)
-        for run in gtc.table_runs(config, table)
-    }
-
-
 rule table_json:
     input:
         lambda w: list(table_metrics(w.table).values()),
         reference="paper/reference/reference_results.yaml",
     output:
         "results/tables/{table}.json",
-    params:
-        declaration=lambda w: spec_json(config["tables"][w.table]),
-        metrics=lambda w: spec_json(table_metrics(w.table)),
-        note=config["report"]["scale_note"],
     log:
         "logs/tables/{table}.log",
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
+    params:
+        declaration=lambda w: spec_json(config["tables"][w.table]),
+        metrics=lambda w: spec_json(table_metrics(w.table)),
+        note=config["report"]["scale_note"],
     shell:
         "python -m goodtransfer table --name {wildcards.table} --declaration {params.declaration:q}"
         " --metrics {params.metrics:q} --reference {input.reference} --note {params.note:q}"
@@ -67,15 +56,15 @@ rule report_context:
         expand("results/tables/{table}.json", table=config["report"]["tables"]),
     output:
         "results/report/context.json",
-    params:
-        config=spec_json(config),
-        scale_note=config["report"]["scale_note"],
     log:
         "logs/report/context.log",
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
+    params:
+        config=spec_json(config),
+        scale_note=config["report"]["scale_note"],
     shell:
         "python -m goodtransfer report-context --tables {input} --config {params.config:q}"
         " --scale-note {params.scale_note:q} --out {output} 2> {log}"

@@ -8,18 +8,18 @@ rule linear_readout:
         data=lambda w: dataset_check(config["linear"]["dataset"]),
     output:
         metrics="results/linear/{run}/metrics.json",
-    params:
-        spec=lambda w: spec_json(gtc.linear_spec(config, w.run)),
-        root=lambda w: dataset_root(config["linear"]["dataset"]),
     log:
         "logs/linear/{run}.log",
-    threads: workflow.cores
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
+    threads: config["threads_per_job"]
+    params:
+        spec=lambda w: spec_json(gtc.linear_spec(config, w.run)),
+        root=lambda w: dataset_root(config["linear"]["dataset"]),
     shell:
-        GT + " linear --spec {params.spec:q} --checkpoint {input.checkpoint}"
+        "python -m goodtransfer --threads {threads} linear --spec {params.spec:q} --checkpoint {input.checkpoint}"
         " --data {params.root} --metrics {output.metrics} 2> {log}"
 
 
@@ -30,22 +30,22 @@ rule voc_detection:
     output:
         metrics="results/{protocol}/{run}/metrics.json",
         detections="results/{protocol}/{run}/detections.json",
-    params:
-        spec=lambda w: spec_json(gtc.detection_spec(config, w.protocol, w.run)),
-        root=lambda w: dataset_root(config["detection"][w.protocol]["dataset"]),
-        state_dir="results/{protocol}/{run}/state",
-    wildcard_constraints:
-        protocol="voc07|voc0712",
     log:
         "logs/{protocol}/{run}.log",
-    threads: workflow.cores
-    resources:
-        runtime=60,
+    wildcard_constraints:
+        protocol="voc07|voc0712",
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
+    threads: config["threads_per_job"]
+    resources:
+        runtime=60,
+    params:
+        spec=lambda w: spec_json(gtc.detection_spec(config, w.protocol, w.run)),
+        root=lambda w: dataset_root(config["detection"][w.protocol]["dataset"]),
+        state_dir="results/{protocol}/{run}/state",
     shell:
-        GT + " voc --spec {params.spec:q} --checkpoint {input.checkpoint} --data {params.root}"
+        "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {input.checkpoint} --data {params.root}"
         " --metrics {output.metrics} --detections {output.detections}"
         " --state-dir {params.state_dir} 2> {log}"

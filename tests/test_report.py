@@ -5,19 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import goodtransfer  # noqa: F401
-except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(REPO / "src"))
-
 import jinja2
+import pytest
 
 from goodtransfer.io import InputError, write_json, write_text
 from goodtransfer.report.latex import (
@@ -30,6 +22,7 @@ from goodtransfer.report.latex import (
 )
 from goodtransfer.report.render import main, render_report, render_table
 
+REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "paper"
 SPECIALS_TEXT = r"a_b 50% x&y #1 $5 {z} ~t ^u \v"
 DASH = "\N{EN DASH}"  # what LaTeX typesets for "--", the missing-value mark
@@ -49,19 +42,39 @@ def sample_table(extra_label: str = SPECIALS_TEXT) -> dict[str, Any]:
             {"key": "COCO_APbox", "label": "APbox", "group": "COCO"},
         ],
         "groups": [
-            {"label": "Supervised", "rows": [
-                {"label": "+RandomHorizontalFlip(0.5)", "run": "supervised_aug1",
-                 "cells": {"ImageNet_Acc": {"ours": 41.25, "paper": 70.9, "provenance": {"run": "x"}},
-                           "VOC07_AP": {"ours": None, "paper": 43.4}}},
-                {"label": "+RandomResizedCrop", "run": "supervised_aug2",
-                 "cells": {"ImageNet_Acc": {"ours": 55.5, "paper": 76.2},
-                           "VOC07_AP50": {"paper": 79.1}, "COCO_APbox": {"ours": 33.04, "paper": 38.9}}},
-            ]},
-            {"label": "Unsupervised", "rows": [
-                {"label": "+ColorJitter", "run": "moco_v2_aug3",
-                 "cells": {"ImageNet_Acc": {"ours": 12.3, "paper": 63.6}}},
-                {"label": extra_label, "run": "moco_v2_aug4", "cells": {}},
-            ]},
+            {
+                "label": "Supervised",
+                "rows": [
+                    {
+                        "label": "+RandomHorizontalFlip(0.5)",
+                        "run": "supervised_aug1",
+                        "cells": {
+                            "ImageNet_Acc": {"ours": 41.25, "paper": 70.9, "provenance": {"run": "x"}},
+                            "VOC07_AP": {"ours": None, "paper": 43.4},
+                        },
+                    },
+                    {
+                        "label": "+RandomResizedCrop",
+                        "run": "supervised_aug2",
+                        "cells": {
+                            "ImageNet_Acc": {"ours": 55.5, "paper": 76.2},
+                            "VOC07_AP50": {"paper": 79.1},
+                            "COCO_APbox": {"ours": 33.04, "paper": 38.9},
+                        },
+                    },
+                ],
+            },
+            {
+                "label": "Unsupervised",
+                "rows": [
+                    {
+                        "label": "+ColorJitter",
+                        "run": "moco_v2_aug3",
+                        "cells": {"ImageNet_Acc": {"ours": 12.3, "paper": 63.6}},
+                    },
+                    {"label": extra_label, "run": "moco_v2_aug4", "cells": {}},
+                ],
+            },
         ],
         "notes": ["embedded scale: numbers are not comparable to the paper"],
     }
@@ -97,11 +110,20 @@ def build_report(tmp: Path, tables: list[dict[str, Any]], stem: str = "report") 
 
 # --- escaping -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("char", "expected"),
     [
-        ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}"),
-        ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}"), ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("~", r"\textasciitilde{}"),
+        ("^", r"\textasciicircum{}"),
+        ("\\", r"\textbackslash{}"),
     ],
 )
 def test_escape_each_special(char: str, expected: str) -> None:
@@ -146,6 +168,7 @@ def test_number_format() -> None:
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
+
 
 def test_render_table_structure() -> None:
     tex = render_table(sample_table(), TEMPLATES)
@@ -201,6 +224,7 @@ def test_missing_context_field_is_named() -> None:
 
 
 # --- compiling ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def report_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -279,16 +303,40 @@ def test_cli_reports_missing_field_with_file(tmp_path: Path, capsys: pytest.Capt
 def test_cli_table_and_report(tmp_path: Path) -> None:
     write_json(tmp_path / "t.json", sample_table())
     write_json(tmp_path / "ctx.json", sample_context())
-    assert main(["table", "--table-json", str(tmp_path / "t.json"), "--out-tex", str(tmp_path / "t.tex"),
-                 "--templates", str(TEMPLATES)]) == 0
+    assert (
+        main(
+            [
+                "table",
+                "--table-json",
+                str(tmp_path / "t.json"),
+                "--out-tex",
+                str(tmp_path / "t.tex"),
+                "--templates",
+                str(TEMPLATES),
+            ]
+        )
+        == 0
+    )
     assert r"\begin{table}" in (tmp_path / "t.tex").read_text(encoding="utf-8")
-    status = main(["report", "--tables", str(tmp_path / "t.json"), "--context", str(tmp_path / "ctx.json"),
-                   "--out-tex", str(tmp_path / "r.tex"), "--out-pdf", str(tmp_path / "r.pdf")])
+    status = main(
+        [
+            "report",
+            "--tables",
+            str(tmp_path / "t.json"),
+            "--context",
+            str(tmp_path / "ctx.json"),
+            "--out-tex",
+            str(tmp_path / "r.tex"),
+            "--out-pdf",
+            str(tmp_path / "r.pdf"),
+        ]
+    )
     assert status == 0
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
 
 
 # --- shell escape -------------------------------------------------------------------------------------------
+
 
 @needs_latex
 def test_write18_in_row_label_is_inert(tmp_path: Path) -> None:
@@ -303,8 +351,11 @@ def test_write18_in_row_label_is_inert(tmp_path: Path) -> None:
 def test_compile_pdf_has_no_shell_escape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "pwned"
     tex = tmp_path / "raw.tex"
-    write_text(tex, "\\documentclass{article}\n\\begin{document}\n"
-                    f"\\immediate\\write18{{touch {marker}}}\nhello\n\\end{{document}}\n")
+    write_text(
+        tex,
+        "\\documentclass{article}\n\\begin{document}\n"
+        f"\\immediate\\write18{{touch {marker}}}\nhello\n\\end{{document}}\n",
+    )
     # A user latexmkrc asking for shell escape must be ignored too.
     home = tmp_path / "home"
     write_text(home / ".latexmkrc", "$pdflatex = 'pdflatex -shell-escape %O %S';\n")
@@ -315,7 +366,12 @@ def test_compile_pdf_has_no_shell_escape(tmp_path: Path, monkeypatch: pytest.Mon
     # Control: the payload is real; with shell escape on it does create the file.
     control = tmp_path / "control"
     control.mkdir()
-    command = ["pdflatex", "-shell-escape", "-interaction=nonstopmode", f"-output-directory={control}",
-               str(tex)]
+    command = [
+        "pdflatex",
+        "-shell-escape",
+        "-interaction=nonstopmode",
+        f"-output-directory={control}",
+        str(tex),
+    ]
     subprocess.run(command, capture_output=True, check=False, cwd=control, timeout=60)
     assert marker.exists()

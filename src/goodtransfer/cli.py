@@ -32,7 +32,9 @@ def _linear(args: argparse.Namespace) -> None:
 def _voc(args: argparse.Namespace) -> None:
     from goodtransfer.transfer.voc_detection import finetune_voc
 
-    finetune_voc(json.loads(args.spec), args.checkpoint, args.data, args.metrics, args.detections, args.state_dir)
+    finetune_voc(
+        json.loads(args.spec), args.checkpoint, args.data, args.metrics, args.detections, args.state_dir
+    )
 
 
 def _check_dataset(args: argparse.Namespace) -> None:

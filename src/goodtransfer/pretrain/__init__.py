@@ -41,5 +41,7 @@ def build_method(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
     try:
         builder = METHODS[spec["method"]]
     except KeyError:
-        raise InputError(f"pretraining method {spec['method']!r} is unknown; expected one of {sorted(METHODS)}")
+        raise InputError(
+            f"pretraining method {spec['method']!r} is unknown; expected one of {sorted(METHODS)}"
+        ) from None
     return builder(spec, num_classes)

@@ -39,7 +39,9 @@ def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) 
 
 def _optimizer(model: torch.nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"])
+    return torch.optim.SGD(
+        params, lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
+    )
 
 
 def _run_epoch(model, loader, optimizer, compute: Compute, progress: dict[str, Any]) -> float:
@@ -91,11 +93,18 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
         )
         done = epoch + 1
         if done % spec["checkpoint_every"] == 0 or done == spec["epochs"]:
-            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=done, history=history)
+            resume.save(
+                model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=done, history=history
+            )
     save_backbone(out, backbone_state_dict(model.backbone), _meta(spec, digest, spec["epochs"]))
     write_json(log_json, {"run": spec["run"], "config_hash": digest, "history": history})
 
 
 def _meta(spec: dict[str, Any], digest: str, epoch: int) -> dict[str, Any]:
-    return {"method": spec["method"], "run": spec["run"], "config_hash": digest, "epoch": epoch,
-            "arch": spec["arch"]}
+    return {
+        "method": spec["method"],
+        "run": spec["run"],
+        "config_hash": digest,
+        "epoch": epoch,
+        "arch": spec["arch"],
+    }

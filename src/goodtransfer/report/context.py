@@ -16,9 +16,15 @@ PACKAGES = ("torch", "torchvision", "snakemake", "numpy", "pillow", "jinja2")
 
 def git_commit() -> str:
     try:
-        done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        done = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -59,7 +65,9 @@ def _step_times(tables: Sequence[Path]) -> list[dict[str, str]]:
                         continue
                     seen.add(provenance["metrics"])
                     metrics = read_json(provenance["metrics"])
-                    rows.append({"key": f"time {provenance['metrics']}", "value": f"{metrics.get('seconds', '?')} s"})
+                    rows.append(
+                        {"key": f"time {provenance['metrics']}", "value": f"{metrics.get('seconds', '?')} s"}
+                    )
                     log = Path(provenance["checkpoint"]).with_name("train_log.json")
                     if log.is_file() and str(log) not in seen:
                         seen.add(str(log))

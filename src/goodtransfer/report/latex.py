@@ -178,8 +178,15 @@ def _latex_env(tex_dir: Path) -> dict[str, str]:
 def _run_latexmk(command: list[str], cwd: Path, env: dict[str, str], timeout_s: float) -> tuple[int, str]:
     """Run latexmk in its own process group, so a timeout also stops the pdflatex it started."""
     with subprocess.Popen(
-        command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", start_new_session=True,
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
     ) as proc:
         try:
             output, _ = proc.communicate(timeout=timeout_s)
@@ -213,8 +220,7 @@ def _failure_message(tex_path: Path, log_path: Path, output: str, returncode: in
     excerpt = "\n".join(errors) if errors else "(no '!' error lines in the log)"
     message = (
         f"LaTeX failed on {tex_path} (latexmk exit status {returncode}).\n"
-        f"Errors:\n{excerpt}\n--- last {len(tail)} lines of {source} ---\n"
-        + "\n".join(tail)
+        f"Errors:\n{excerpt}\n--- last {len(tail)} lines of {source} ---\n" + "\n".join(tail)
     )
     return message, log_text
 
@@ -254,4 +260,3 @@ def compile_pdf(
         with atomic_path(target) as tmp:
             # Copy rather than rename: the build dir may sit on another filesystem than the target.
             shutil.copyfile(built_pdf, tmp)
-

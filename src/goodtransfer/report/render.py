@@ -81,14 +81,16 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
         if not isinstance(group, str):
             raise InputError(f"{here}.group: expected a string, got {type(group).__name__}")
         first = 2 + index * len(SUBCOLUMNS)  # LaTeX column numbers; column 1 holds the row labels
-        view.append({
-            "key": _need(column, "key", here, str),
-            "label": _need(column, "label", here, str),
-            "group": group,
-            "decimals": decimals,
-            "first": first,
-            "last": first + len(SUBCOLUMNS) - 1,
-        })
+        view.append(
+            {
+                "key": _need(column, "key", here, str),
+                "label": _need(column, "label", here, str),
+                "group": group,
+                "decimals": decimals,
+                "first": first,
+                "last": first + len(SUBCOLUMNS) - 1,
+            }
+        )
     keys = [column["key"] for column in view]
     if len(set(keys)) != len(keys):
         raise InputError(f"{where}.columns: duplicate keys in {keys}")
@@ -145,10 +147,12 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
     for g_index, group in enumerate(_need(table, "groups", where, list)):
         g_where = f"{where}.groups[{g_index}]"
         rows = _need(group, "rows", g_where, list)
-        groups.append({
-            "label": _need(group, "label", g_where, str),
-            "rows": [_row_view(row, columns, f"{g_where}.rows[{i}]") for i, row in enumerate(rows)],
-        })
+        groups.append(
+            {
+                "label": _need(group, "label", g_where, str),
+                "rows": [_row_view(row, columns, f"{g_where}.rows[{i}]") for i, row in enumerate(rows)],
+            }
+        )
     notes = table.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
         raise InputError(f"{where}.notes: expected a list of strings")
@@ -192,10 +196,12 @@ def _context_view(context: dict[str, Any]) -> dict[str, Any]:
     provenance = []
     for index, item in enumerate(_need(context, "provenance", where, list)):
         here = f"{where}.provenance[{index}]"
-        provenance.append({
-            "key": str(_need(item, "key", here, _SCALAR)),
-            "value": str(_need(item, "value", here, _SCALAR)),
-        })
+        provenance.append(
+            {
+                "key": str(_need(item, "key", here, _SCALAR)),
+                "value": str(_need(item, "value", here, _SCALAR)),
+            }
+        )
     date = context.get("date", "")
     return {"scale_note": scale_note, "provenance": provenance, "date": date if isinstance(date, str) else ""}
 
@@ -219,8 +225,9 @@ def render_report(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m goodtransfer.report.render",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m goodtransfer.report.render", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="render one table JSON to a .tex fragment")
     table.add_argument("--table-json", required=True, type=Path)
@@ -231,8 +238,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out-tex", required=True, type=Path)
     report.add_argument("--out-pdf", type=Path, help="also compile with latexmk (shell escape off)")
     for command in (table, report):
-        command.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATE_DIR,
-                             help=f"template directory (default: {DEFAULT_TEMPLATE_DIR})")
+        command.add_argument(
+            "--templates",
+            type=Path,
+            default=DEFAULT_TEMPLATE_DIR,
+            help=f"template directory (default: {DEFAULT_TEMPLATE_DIR})",
+        )
     return parser
 
 

@@ -13,13 +13,17 @@ from typing import Any
 from goodtransfer.io import InputError, read_json
 
 
-def reference_value(reference: Mapping[str, Any], table: str, group: str, index: int, key: str) -> float | None:
+def reference_value(
+    reference: Mapping[str, Any], table: str, group: str, index: int, key: str
+) -> float | None:
     try:
         rows = reference[table]["rows"][group]
     except KeyError:
         raise InputError(f"reference: no rows for table {table!r}, group {group!r}") from None
     if index >= len(rows):
-        raise InputError(f"reference: table {table!r} group {group!r} has {len(rows)} rows; asked for row {index}")
+        raise InputError(
+            f"reference: table {table!r} group {group!r} has {len(rows)} rows; asked for row {index}"
+        )
     value = rows[index].get(key)
     return float(value) if isinstance(value, int | float) else None
 
@@ -30,17 +34,28 @@ def _cell(column: Mapping[str, Any], run: str, metrics_files: Mapping[str, str],
         return {"ours": None, "paper": paper, "provenance": None}
     metrics = read_json(path)
     if column["metric"] not in metrics:
-        raise InputError(f"{path}: field {column['metric']!r} missing; expected it for column {column['key']!r}")
+        raise InputError(
+            f"{path}: field {column['metric']!r} missing; expected it for column {column['key']!r}"
+        )
     return {
         "ours": float(metrics[column["metric"]]),
         "paper": paper,
-        "provenance": {"run": run, "config_hash": metrics.get("config_hash"),
-                       "checkpoint": metrics.get("checkpoint"), "metrics": str(Path(path))},
+        "provenance": {
+            "run": run,
+            "config_hash": metrics.get("config_hash"),
+            "checkpoint": metrics.get("checkpoint"),
+            "metrics": str(Path(path)),
+        },
     }
 
 
-def build_table(name: str, declaration: Mapping[str, Any], metrics_files: Mapping[str, str],
-                reference: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+def build_table(
+    name: str,
+    declaration: Mapping[str, Any],
+    metrics_files: Mapping[str, str],
+    reference: Mapping[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
     """The table JSON that the renderer reads; ``metrics_files`` maps 'protocol/run' to a metrics.json."""
     columns = declaration["columns"]
     groups = []
@@ -48,8 +63,14 @@ def build_table(name: str, declaration: Mapping[str, Any], metrics_files: Mappin
         rows = []
         for index, row in enumerate(group["rows"]):
             cells = {
-                column["key"]: _cell(column, row["run"], metrics_files, reference_value(
-                    reference, declaration["reference"], group["reference_group"], index, column["key"]))
+                column["key"]: _cell(
+                    column,
+                    row["run"],
+                    metrics_files,
+                    reference_value(
+                        reference, declaration["reference"], group["reference_group"], index, column["key"]
+                    ),
+                )
                 for column in columns
             }
             rows.append({"label": row["label"], "run": row["run"], "cells": cells})

@@ -84,7 +84,9 @@ def _init_predictor(predictor: FastRCNNPredictor) -> FastRCNNPredictor:
 
 def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
     """A Faster R-CNN C4 for ``num_classes`` foreground classes from an initialised ResNet."""
-    anchors = AnchorGenerator(sizes=(tuple(spec["anchor_sizes"]),), aspect_ratios=(tuple(spec["aspect_ratios"]),))
+    anchors = AnchorGenerator(
+        sizes=(tuple(spec["anchor_sizes"]),), aspect_ratios=(tuple(spec["aspect_ratios"]),)
+    )
     backbone = C4Backbone(resnet)
     head = Res5ExtraNormHead(copy.deepcopy(resnet.layer4))
     rpn = spec["rpn"]

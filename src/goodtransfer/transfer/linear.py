@@ -42,8 +42,9 @@ def extract_features(backbone: nn.Module, loader: DataLoader, compute: Compute) 
 def _batches(dataset, spec: dict[str, Any], shuffle: bool, epoch: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(spec["seed"] * 1009 + epoch)
     workers = spec["workers"] if not isinstance(dataset, TensorDataset) else 0
-    return DataLoader(dataset, batch_size=spec["batch_size"], shuffle=shuffle, generator=generator,
-                      num_workers=workers)
+    return DataLoader(
+        dataset, batch_size=spec["batch_size"], shuffle=shuffle, generator=generator, num_workers=workers
+    )
 
 
 def _features_of(backbone, batch, compute: Compute, cached: bool) -> torch.Tensor:
@@ -56,8 +57,9 @@ def _features_of(backbone, batch, compute: Compute, cached: bool) -> torch.Tenso
 def _train_epoch(backbone, classifier, loader, optimizer, compute: Compute, cached: bool) -> float:
     total, count = 0.0, 0
     for inputs, targets in loader:
-        loss = F.cross_entropy(classifier(_features_of(backbone, inputs, compute, cached)),
-                               targets.to(compute.device))
+        loss = F.cross_entropy(
+            classifier(_features_of(backbone, inputs, compute, cached)), targets.to(compute.device)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -88,8 +90,9 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
     val = image_folder(data_root, "val", eval_transform(size))
     cached = not spec["augment_train"]
     if cached:
-        train = extract_features(backbone, _batches(image_folder(data_root, "train", eval_transform(size)), spec,
-                                                    False), compute)
+        train = extract_features(
+            backbone, _batches(image_folder(data_root, "train", eval_transform(size)), spec, False), compute
+        )
         val = extract_features(backbone, _batches(val, spec, False), compute)
     else:
         augment = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), normalize()])
@@ -98,14 +101,26 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
     classifier = nn.Linear(feature_dim(backbone), num_classes).to(compute.device)
     classifier.weight.data.normal_(0, 0.01)  # MoCo lincls init
     classifier.bias.data.zero_()
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=spec["lr"], momentum=spec["momentum"],
-                                weight_decay=spec["weight_decay"])
+    optimizer = torch.optim.SGD(
+        classifier.parameters(), lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
+    )
     for epoch in range(spec["epochs"]):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(spec, epoch)
-        loss = _train_epoch(backbone, classifier, _batches(train, spec, True, epoch), optimizer, compute, cached)
+        loss = _train_epoch(
+            backbone, classifier, _batches(train, spec, True, epoch), optimizer, compute, cached
+        )
     accuracy = top1(backbone, classifier, _batches(val, spec, False), compute, cached)
     print(f"[linear] {spec['run']} top-1 {accuracy:.2f} (final train loss {loss:.3f})", file=sys.stderr)
-    write_json(metrics_out, {"top1": accuracy, "run": spec["run"], "config_hash": digest,
-                             "checkpoint": str(checkpoint), "epochs": spec["epochs"],
-                             "train_loss": loss, "seconds": round(time.time() - began, 1)})
+    write_json(
+        metrics_out,
+        {
+            "top1": accuracy,
+            "run": spec["run"],
+            "config_hash": digest,
+            "checkpoint": str(checkpoint),
+            "epochs": spec["epochs"],
+            "train_loss": loss,
+            "seconds": round(time.time() - began, 1),
+        },
+    )

@@ -42,12 +42,16 @@ class VocDetectionData(Dataset):
         position, flip = item
         record = self.records[position]
         image = pil_to_tensor(Image.open(record.image_path).convert("RGB")).float().div_(255)
-        boxes = torch.tensor([to_model_box(o.bbox) for o in record.objects], dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor([to_model_box(o.bbox) for o in record.objects], dtype=torch.float32).reshape(
+            -1, 4
+        )
         labels = torch.tensor([self.index[o.name] + 1 for o in record.objects], dtype=torch.int64)
         if flip:
             image = image.flip(-1)
-            boxes = torch.stack([image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0],
-                                 boxes[:, 3]], dim=1)
+            boxes = torch.stack(
+                [image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0], boxes[:, 3]],
+                dim=1,
+            )
         return image, {"boxes": boxes, "labels": labels}, record.image_id
 
 
@@ -58,7 +62,14 @@ class IterationSampler(Sampler):
     """
 
     def __init__(self, size: int, batch: int, seed: int, start: int, stop: int, flip: bool) -> None:
-        self.size, self.batch, self.seed, self.start, self.stop, self.flip = size, batch, seed, start, stop, flip
+        self.size, self.batch, self.seed, self.start, self.stop, self.flip = (
+            size,
+            batch,
+            seed,
+            start,
+            stop,
+            flip,
+        )
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -67,11 +78,15 @@ class IterationSampler(Sampler):
         for iteration in range(self.start, self.stop):
             first = iteration * self.batch
             positions = [self._order(k // self.size)[k % self.size] for k in range(first, first + self.batch)]
-            flips = torch.rand(self.batch, generator=torch.Generator().manual_seed(self.seed * 7919 + iteration))
+            flips = torch.rand(
+                self.batch, generator=torch.Generator().manual_seed(self.seed * 7919 + iteration)
+            )
             yield [(p, bool(f < 0.5) and self.flip) for p, f in zip(positions, flips.tolist(), strict=True)]
 
     def _order(self, epoch: int) -> list[int]:
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 104729 + epoch)).tolist()
+        return torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed * 104729 + epoch)
+        ).tolist()
 
 
 def _collate(batch: list[Any]) -> tuple[list[Any], ...]:
@@ -91,8 +106,9 @@ def build_from_checkpoint(spec: dict[str, Any], checkpoint: Path, num_classes: i
 
 
 def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"],
-                                weight_decay=spec["weight_decay"])
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
+    )
     start = 0
     if (state := resume.load()) is not None:
         model.load_state_dict(state["model"])
@@ -116,8 +132,11 @@ def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
         done = iteration + 1
         if done % spec["log_period"] == 0 or done == spec["max_iter"]:
             rate = (done - start) / max(time.time() - began, 1e-9)
-            print(f"[voc] {spec['run']} iter {done}/{spec['max_iter']} loss {float(loss):.3f} "
-                  f"{rate:.2f} it/s ETA {(spec['max_iter'] - done) / rate:.0f}s", file=sys.stderr)
+            print(
+                f"[voc] {spec['run']} iter {done}/{spec['max_iter']} loss {float(loss):.3f} "
+                f"{rate:.2f} it/s ETA {(spec['max_iter'] - done) / rate:.0f}s",
+                file=sys.stderr,
+            )
         if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
             resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
     return start
@@ -128,15 +147,21 @@ def _to(target: dict[str, torch.Tensor], compute: Compute) -> dict[str, torch.Te
 
 
 @torch.no_grad()
-def evaluate(model, records: Sequence[VocRecord], classes: Sequence[str], spec: dict[str, Any],
-             compute: Compute) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate(
+    model, records: Sequence[VocRecord], classes: Sequence[str], spec: dict[str, Any], compute: Compute
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """VOC2007 AP/AP50/AP75 (11-point) on ``records`` and the raw detections for error analysis."""
     model.eval()
     model.transform.min_size = (spec["min_size_test"],)
     evaluator = VocEvaluator(records, classes, use_07_metric=spec["use_07_metric"])
     data = VocDetectionData(records, classes)
-    loader = DataLoader(data, batch_size=spec["test_batch"], sampler=[(i, False) for i in range(len(data))],
-                        num_workers=spec["workers"], collate_fn=_collate)
+    loader = DataLoader(
+        data,
+        batch_size=spec["test_batch"],
+        sampler=[(i, False) for i in range(len(data))],
+        num_workers=spec["workers"],
+        collate_fn=_collate,
+    )
     detections: list[dict[str, Any]] = []
     for images, _, ids in loader:
         with compute.autocast():
@@ -145,13 +170,26 @@ def evaluate(model, records: Sequence[VocRecord], classes: Sequence[str], spec: 
             boxes = out["boxes"].float().cpu().numpy()
             scores, labels = out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy() - 1
             evaluator.process(image_id, boxes, scores, labels)
-            detections += [{"image_id": image_id, "class": classes[int(c)], "score": float(s),
-                            "box": [float(v) for v in b]} for b, s, c in zip(boxes, scores, labels, strict=True)]
+            detections += [
+                {
+                    "image_id": image_id,
+                    "class": classes[int(c)],
+                    "score": float(s),
+                    "box": [float(v) for v in b],
+                }
+                for b, s, c in zip(boxes, scores, labels, strict=True)
+            ]
     return evaluator.evaluate(), detections
 
 
-def finetune_voc(spec: dict[str, Any], checkpoint: Path, voc_root: Path, metrics_out: Path,
-                 detections_out: Path, state_dir: Path) -> None:
+def finetune_voc(
+    spec: dict[str, Any],
+    checkpoint: Path,
+    voc_root: Path,
+    metrics_out: Path,
+    detections_out: Path,
+    state_dir: Path,
+) -> None:
     digest = spec_hash(spec)
     seed_everything(spec["seed"])
     classes = spec["classes"]
@@ -160,12 +198,23 @@ def finetune_voc(spec: dict[str, Any], checkpoint: Path, voc_root: Path, metrics
     compute = Compute.from_spec(spec)
     model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))
     began = time.time()
-    start = _train(model, VocDetectionData(train_records, classes), spec, compute, ResumeState(state_dir, digest))
+    start = _train(
+        model, VocDetectionData(train_records, classes), spec, compute, ResumeState(state_dir, digest)
+    )
     metrics, detections = evaluate(model, test_records, classes, spec, compute)
     write_json(detections_out, {"classes": list(classes), "detections": detections})
-    write_json(metrics_out, {
-        **metrics, "run": spec["run"], "config_hash": digest, "checkpoint": str(checkpoint),
-        "iterations": spec["max_iter"], "resumed_from": start, "seconds": round(time.time() - began, 1),
-        "train_images": len(train_records), "test_images": len(test_records),
-        "mean_gt_per_image": float(np.mean([len(r.objects) for r in test_records])),
-    })
+    write_json(
+        metrics_out,
+        {
+            **metrics,
+            "run": spec["run"],
+            "config_hash": digest,
+            "checkpoint": str(checkpoint),
+            "iterations": spec["max_iter"],
+            "resumed_from": start,
+            "seconds": round(time.time() - began, 1),
+            "train_images": len(train_records),
+            "test_images": len(test_records),
+            "mean_gt_per_image": float(np.mean([len(r.objects) for r in test_records])),
+        },
+    )

@@ -1,0 +1,48 @@
+"""Job specs: each job sees only what affects it, so a config edit reruns exactly its dependants."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from goodtransfer import config as gtc
+from goodtransfer.io import read_yaml, spec_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = read_yaml(ROOT / "config.yaml")
+
+
+def _hashes(config):
+    return {run: spec_hash(gtc.pretrain_spec(config, run)) for run in gtc.pretrain_runs(config)}
+
+
+def test_recipe_and_run_override_defaults():
+    spec = gtc.pretrain_spec(CONFIG, "supervised-fr")
+    assert spec["method"] == "supervised"
+    assert spec["augmentations"]["crop"]["scale"] == [0.08, 1.0]  # footnote 1: 0.08 for supervised
+    assert gtc.pretrain_spec(CONFIG, "mocov2-fr")["augmentations"]["crop"]["scale"] == [0.2, 1.0]
+
+
+def test_run_keeps_only_parameters_of_its_own_transforms():
+    assert set(gtc.pretrain_spec(CONFIG, "mocov2-f")["augmentations"]) == {"flip"}
+
+
+def test_editing_blur_changes_only_runs_that_blur():
+    edited = copy.deepcopy(CONFIG)
+    edited["pretrain"]["augmentations"]["blur"]["p"] = 0.25
+    before, after = _hashes(CONFIG), _hashes(edited)
+    changed = {run for run in before if before[run] != after[run]}
+    assert changed == {"supervised-frcgb", "mocov2-frcgb"}
+
+
+def test_editing_one_run_changes_only_that_run():
+    edited = copy.deepcopy(CONFIG)
+    edited["pretrain"]["runs"]["mocov2-frc"]["augmentations"] = {"color": {"p": 0.5}}
+    before, after = _hashes(CONFIG), _hashes(edited)
+    assert {run for run in before if before[run] != after[run]} == {"mocov2-frc"}
+
+
+def test_table1_has_ten_runs_five_per_family():
+    runs = gtc.table_runs(CONFIG, "table1")
+    assert len(runs) == 10 and len(set(runs)) == 10
+    assert sum(r.startswith("supervised") for r in runs) == 5

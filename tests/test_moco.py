@@ -1,0 +1,86 @@
+"""MoCo's defining behaviour on small tensors: queue, momentum update, logits layout, loss value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from goodtransfer.models.backbone import build_resnet
+from goodtransfer.pretrain.moco import MoCo
+
+
+def small_moco(K: int = 8, m: float = 0.9, T: float = 0.5, splits: int = 1) -> MoCo:
+    torch.manual_seed(0)
+    return MoCo(build_resnet("resnet10"), dim=4, K=K, m=m, T=T, mlp=True, shuffle_bn_splits=splits)
+
+
+def test_key_encoder_starts_as_a_frozen_copy_of_the_query_encoder():
+    moco = small_moco()
+    for q, k in zip(moco.encoder_q.parameters(), moco.encoder_k.parameters(), strict=True):
+        assert torch.equal(q, k)
+        assert not k.requires_grad
+
+
+def test_momentum_update_moves_key_weights_by_one_minus_m():
+    moco = small_moco(m=0.9)
+    with torch.no_grad():
+        for param in moco.encoder_q.parameters():
+            param.add_(1.0)
+    before = [k.clone() for k in moco.encoder_k.parameters()]
+    moco.momentum_update_key_encoder()
+    for old, q, k in zip(before, moco.encoder_q.parameters(), moco.encoder_k.parameters(), strict=True):
+        torch.testing.assert_close(k, 0.9 * old + 0.1 * q)
+
+
+def test_enqueue_writes_keys_as_columns_and_advances_pointer_cyclically():
+    moco = small_moco(K=8)
+    keys = torch.arange(12, dtype=torch.float32).reshape(3, 4)  # 3 keys of dim 4
+    with pytest.raises(ValueError, match="multiple"):
+        moco.dequeue_and_enqueue(keys)  # 8 % 3 != 0
+    first, second = torch.ones(4, 4), 2 * torch.ones(4, 4)
+    old_tail = moco.queue[:, 4:].clone()
+    moco.dequeue_and_enqueue(first)
+    assert int(moco.queue_ptr) == 4
+    assert torch.equal(moco.queue[:, :4], first.T)
+    assert torch.equal(moco.queue[:, 4:], old_tail)
+    moco.dequeue_and_enqueue(second)
+    assert int(moco.queue_ptr) == 0
+    moco.dequeue_and_enqueue(3 * torch.ones(4, 4))  # wraps: oldest entries replaced first
+    assert torch.equal(moco.queue[:, :4], 3 * torch.ones(4, 4))
+    assert torch.equal(moco.queue[:, 4:], second.T)
+
+
+def test_logits_put_positive_first_and_divide_by_temperature():
+    moco = small_moco(K=2, T=0.5)
+    moco.queue.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    k = torch.tensor([[0.6, 0.8, 0.0, 0.0]])
+    logits, labels = moco.logits_and_labels(q, k)
+    # l_pos = q.k = 0.6; l_neg = q.queue = [1, 0]; all / T = 0.5
+    torch.testing.assert_close(logits, torch.tensor([[1.2, 2.0, 0.0]]))
+    assert labels.tolist() == [0]
+    # InfoNCE by hand: -log(e^1.2 / (e^1.2 + e^2 + e^0))
+    expected = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(2.0) + 1.0))
+    assert F.cross_entropy(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_forward_enqueues_normalised_keys_and_returns_batch_by_one_plus_K_logits():
+    moco = small_moco(K=8, splits=2)
+    images = torch.randn(4, 3, 32, 32)
+    logits, labels = moco(images, images.flip(-1))
+    assert logits.shape == (4, 9) and labels.tolist() == [0, 0, 0, 0]
+    assert int(moco.queue_ptr) == 4
+    torch.testing.assert_close(moco.queue[:, :4].norm(dim=0), torch.ones(4))
+
+
+def test_shuffled_key_forward_returns_keys_in_input_order():
+    moco = small_moco(splits=1).eval()  # eval BN: chunking and shuffling must not change keys
+    moco.shuffle_bn_splits = 2
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        plain = F.normalize(moco.encoder_k(images), dim=1)
+        shuffled = moco._encode(moco.encoder_k, images, order=torch.tensor([5, 3, 1, 0, 2, 4]))
+    torch.testing.assert_close(shuffled, plain, rtol=1e-4, atol=1e-5)

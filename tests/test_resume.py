@@ -1,0 +1,105 @@
+"""A pretraining job killed mid-run resumes from its last checkpoint and ends where an uninterrupted
+run ends (fp32, one thread: bitwise on the CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from goodtransfer.checkpoint import load_backbone, load_torch
+from goodtransfer.data.synthetic import generate_imagenet
+
+SPEC = {
+    "run": "mocov2-test",
+    "recipe": "mocov2",
+    "method": "moco",
+    "dataset": "imagenet",
+    "arch": "resnet10",
+    "input_size": 32,
+    "epochs": 12,
+    "batch_size": 8,
+    "lr": 0.03,
+    "lr_reference_batch": 8,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "milestones": [],
+    "workers": 0,
+    "checkpoint_every": 1,
+    "augment": ["flip", "crop", "blur"],
+    "augmentations": {
+        "flip": {"p": 0.5},
+        "crop": {"scale": [0.2, 1.0]},
+        "blur": {"sigma": [0.1, 2.0], "p": 0.5},
+    },
+    "moco": {"dim": 8, "K": 32, "m": 0.99, "T": 0.2, "mlp": True, "shuffle_bn_splits": 2},
+    "device": "cpu",
+    "precision": "fp32",
+    "channels_last": False,
+    "seed": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet") / "imagenet"
+    generate_imagenet(root, num_classes=2, train_per_class=12, val_per_class=2, image_size=36, seed=0)
+    return root
+
+
+def _command(data, out, spec=SPEC):
+    return [
+        sys.executable,
+        "-m",
+        "goodtransfer",
+        "--threads",
+        "1",
+        "pretrain",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(data),
+        "--out",
+        str(out / "checkpoint.pt"),
+        "--state-dir",
+        str(out / "state"),
+        "--log",
+        str(out / "log.json"),
+    ]
+
+
+def test_killed_pretraining_resumes_from_last_checkpoint_and_matches_uninterrupted_run(data, tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    subprocess.run(_command(data, straight), check=True, capture_output=True)
+
+    job = subprocess.Popen(_command(data, interrupted), stderr=subprocess.PIPE, text=True)
+    state = interrupted / "state/last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state.exists() and load_torch(state)["epoch"] >= 3):
+        time.sleep(0.05)
+    job.kill()  # SIGKILL: no chance to clean up, as after a node failure
+    job.wait()
+    killed_at = load_torch(state)["epoch"]
+    assert 3 <= killed_at < SPEC["epochs"], "the job finished before it could be killed"
+    assert not (interrupted / "checkpoint.pt").exists()  # nothing that looks finished
+
+    resumed = subprocess.run(_command(data, interrupted), check=True, capture_output=True, text=True)
+    assert f"resuming mocov2-test from epoch {killed_at}" in resumed.stderr
+    ours, meta = load_backbone(interrupted / "checkpoint.pt")
+    reference, _ = load_backbone(straight / "checkpoint.pt")
+    assert meta["epoch"] == SPEC["epochs"]
+    for key in reference:
+        assert torch.equal(ours[key], reference[key]), key
+
+
+def test_state_of_another_configuration_is_not_resumed(data, tmp_path):
+    subprocess.run(_command(data, tmp_path), check=True, capture_output=True)
+    shorter = dict(SPEC, epochs=2)
+    rerun = subprocess.run(_command(data, tmp_path, shorter), check=True, capture_output=True, text=True)
+    assert "resuming" not in rerun.stderr
+    assert load_backbone(tmp_path / "checkpoint.pt")[1]["epoch"] == 2

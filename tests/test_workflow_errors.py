@@ -1,0 +1,108 @@
+"""Bad input fails fast through the real workflow, naming the file and the problem."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+
+import pytest
+import yaml
+
+from tests.workflow import copy_workflow, planned_jobs, snakemake, write_config
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("errors"))
+
+
+def test_misspelled_key_fails_at_startup_naming_the_key(workdir):
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["pretrain"]["defaults"]["epoch"] = config["pretrain"]["defaults"].pop("epochs")
+    write_config(workdir / "typo.yaml", config)
+    started = time.time()
+    done = snakemake(workdir, "-n", "--configfile", "typo.yaml")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "'epoch' was unexpected" in output
+    assert "config" in output.lower()
+    assert time.time() - started < 60
+
+
+def test_wrong_type_fails_naming_the_key(workdir):
+    write_config(workdir / "bad_type.yaml", {"detection": {"voc07": {"max_iter": "many"}}})
+    done = snakemake(workdir, "-n", "--configfile", "bad_type.yaml")
+    assert done.returncode != 0
+    assert re.search(r"'many' is not of type 'integer'", done.stdout + done.stderr)
+
+
+def test_missing_dataset_folder_fails_naming_the_folder(workdir, tmp_path):
+    missing = tmp_path / "no-such-imagenet"
+    write_config(
+        workdir / "missing.yaml", {"datasets": {"imagenet": {"root": str(missing), "generate": False}}}
+    )
+    done = snakemake(workdir, "results/datasets/imagenet.json", "--configfile", "missing.yaml")
+    assert done.returncode != 0
+    log = (workdir / "logs/data/check_imagenet.log").read_text()
+    assert f"{missing}: dataset folder not found" in log
+    assert "expected the layout" in log
+    assert not (workdir / "results/datasets/imagenet.json").exists()
+
+
+def test_missing_voc_annotation_fails_naming_the_file(workdir, tmp_path):
+    from goodtransfer.data.synthetic import generate_voc
+
+    root = tmp_path / "VOC2007"
+    generate_voc(
+        root,
+        classes=["aeroplane", "bicycle"],
+        trainval_images=4,
+        test_images=4,
+        image_size=64,
+        max_objects=1,
+        seed=0,
+    )
+    victim = sorted((root / "Annotations").iterdir())[0]
+    victim.unlink()
+    write_config(
+        workdir / "voc.yaml",
+        {
+            "datasets": {
+                "voc2007": {"root": str(root), "generate": False, "classes": ["aeroplane", "bicycle"]}
+            }
+        },
+    )
+    done = snakemake(workdir, "results/datasets/voc2007.json", "--configfile", "voc.yaml")
+    assert done.returncode != 0
+    assert str(victim) in (workdir / "logs/data/check_voc2007.log").read_text()
+
+
+def test_paper_preset_plans_every_table1_job(workdir):
+    done = snakemake(workdir, "paper/build/report.pdf", "-n", "--configfile", "presets/paper.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done.stdout)
+    counts = {
+        rule: sum(r == rule for r, _ in jobs) for rule in ("pretrain", "linear_readout", "voc_detection")
+    }
+    assert counts == {"pretrain": 10, "linear_readout": 10, "voc_detection": 10}
+    assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
+
+
+def test_paper_preset_keeps_the_papers_settings():
+    from tests.workflow import ROOT
+
+    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
+    moco = paper["pretrain"]["recipes"]["mocov2"]
+    assert (moco["lr"], moco["moco"]["K"], moco["moco"]["m"], moco["moco"]["T"]) == (0.03, 65536, 0.999, 0.2)
+    assert (
+        paper["pretrain"]["defaults"]["epochs"] == 200 and paper["pretrain"]["defaults"]["batch_size"] == 256
+    )
+    voc = paper["detection"]["voc07"]
+    assert (voc["max_iter"], voc["ims_per_batch"], voc["base_lr"], voc["steps"]) == (
+        9000,
+        16,
+        0.02,
+        [6000, 8000],
+    )
+    assert copy.deepcopy(voc["roi_heads"])["pooler_resolution"] == 14

@@ -1,0 +1,61 @@
+"""Run the real Snakemake workflow in a fresh copy of the project's tracked workflow files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = (
+    "Snakefile",
+    "config.yaml",
+    "rules",
+    "paper/reference",
+    "paper/tables",
+    "paper/report.tex.j2",
+    "presets",
+    "profiles",
+    "envs",
+    "containers",
+)
+
+
+def copy_workflow(target: Path) -> Path:
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    shutil.copy2(ROOT / "tests/configs/tiny.yaml", target / "tiny.yaml")
+    return target
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Targets must come before ``--configfile``, which takes every following word as a file."""
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs: list[tuple[str, str]] = []
+    rule = None
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            rule = stripped.split()[1].rstrip(":")
+            jobs.append((rule, ""))
+        elif stripped.startswith("wildcards:") and jobs:
+            jobs[-1] = (jobs[-1][0], stripped.removeprefix("wildcards:").strip())
+    return jobs
