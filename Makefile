@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Rules run `python -m goodtransfer`: the venv's python must come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 # Debian packages: a LaTeX that has booktabs, siunitx, multirow, lmodern; poppler for PDF checks.
 APT_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-science \
