@@ -23,4 +23,4 @@ rule pretrain:
         state_dir="results/pretrain/{run}/state",
     shell:
         "python -m goodtransfer --threads {threads} pretrain --spec {params.spec:q} --data {params.root} --out {output.checkpoint}"
-        " --state-dir {params.state_dir} --log {output.log_json} 2> {log}"
+        " --state-dir {params.state_dir} --train-log {output.log_json} 2> {log}"

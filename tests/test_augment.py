@@ -55,3 +55,15 @@ def test_blur_and_color_probabilities_are_the_configured_ones():
 def test_unknown_transform_name_is_rejected():
     with pytest.raises(InputError, match="solarize"):
         pretrain_transform(["flip", "solarize"], PARAMS, 32)
+
+
+def test_moco_v1_order_puts_grayscale_before_colour_jitter():
+    order = ("crop", "gray", "color", "flip")
+    steps = pretrain_transform(["flip", "crop", "color", "gray"], PARAMS, 32, order).transforms
+    names = [type(s.transforms[0] if isinstance(s, T.RandomApply) else s).__name__ for s in steps]
+    assert names[:4] == ["RandomResizedCrop", "RandomGrayscale", "ColorJitter", "RandomHorizontalFlip"]
+
+
+def test_order_that_omits_a_requested_transform_is_rejected():
+    with pytest.raises(InputError, match="blur"):
+        pretrain_transform(["flip", "blur"], PARAMS, 32, ("crop", "flip"))

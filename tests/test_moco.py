@@ -67,13 +67,14 @@ def test_logits_put_positive_first_and_divide_by_temperature():
     assert F.cross_entropy(logits, labels).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_forward_enqueues_normalised_keys_and_returns_batch_by_one_plus_K_logits():
+def test_forward_enqueues_normalised_keys_with_their_labels():
     moco = small_moco(K=8, splits=2)
     images = torch.randn(4, 3, 32, 32)
-    logits, labels = moco(images, images.flip(-1))
-    assert logits.shape == (4, 9) and labels.tolist() == [0, 0, 0, 0]
+    loss = moco([images, images.flip(-1)], torch.tensor([3, 1, 3, 0]))
+    assert loss.ndim == 0 and loss.requires_grad
     assert int(moco.queue_ptr) == 4
     torch.testing.assert_close(moco.queue[:, :4].norm(dim=0), torch.ones(4))
+    assert moco.queue_labels.tolist() == [3, 1, 3, 0, -1, -1, -1, -1]
 
 
 def test_shuffled_key_forward_returns_keys_in_input_order():
@@ -82,5 +83,5 @@ def test_shuffled_key_forward_returns_keys_in_input_order():
     images = torch.randn(6, 3, 32, 32)
     with torch.no_grad():
         plain = F.normalize(moco.encoder_k(images), dim=1)
-        shuffled = moco._encode(moco.encoder_k, images, order=torch.tensor([5, 3, 1, 0, 2, 4]))
+        shuffled = moco.encode_keys(images)
     torch.testing.assert_close(shuffled, plain, rtol=1e-4, atol=1e-5)

@@ -68,7 +68,7 @@ def _command(data, out, spec=SPEC):
         str(out / "checkpoint.pt"),
         "--state-dir",
         str(out / "state"),
-        "--log",
+        "--train-log",
         str(out / "log.json"),
     ]
 

@@ -20,7 +20,7 @@ def _threads(count: int) -> None:
 def _pretrain(args: argparse.Namespace) -> None:
     from goodtransfer.pretrain.train import pretrain
 
-    pretrain(json.loads(args.spec), args.data, args.out, args.state_dir, args.log)
+    pretrain(json.loads(args.spec), args.data, args.out, args.state_dir, args.train_log)
 
 
 def _linear(args: argparse.Namespace) -> None:
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     job = sub.add_parser("pretrain", help="pretrain one run")
     job.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
-    job.add_argument("--log", type=Path, required=True)
+    job.add_argument("--train-log", type=Path, required=True, help="per-epoch loss and speed, JSON")
     job.set_defaults(func=_pretrain)
     for name, func, help_text in (("linear", _linear, "linear readout"), ("voc", _voc, "VOC detection")):
         command = sub.add_parser(name, help=help_text)

@@ -9,22 +9,27 @@ from torch import nn
 
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import build_resnet
+from goodtransfer.pretrain.exemplar import Exemplar
 from goodtransfer.pretrain.moco import MoCo
 from goodtransfer.pretrain.supervised import Supervised
 
 
-def _build_moco(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
-    del num_classes
+def _moco_arguments(spec: Mapping[str, Any]) -> dict[str, Any]:
     p = spec["moco"]
-    return MoCo(
-        build_resnet(spec["arch"]),
-        dim=p["dim"],
-        K=p["K"],
-        m=p["m"],
-        T=p["T"],
-        mlp=p["mlp"],
-        shuffle_bn_splits=p["shuffle_bn_splits"],
-    )
+    keys = ("dim", "K", "m", "T", "mlp", "shuffle_bn_splits")
+    return {"encoder": build_resnet(spec["arch"]), **{key: p[key] for key in keys}}
+
+
+def _build_moco(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return MoCo(**_moco_arguments(spec))
+
+
+def _build_exemplar(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return Exemplar(**_moco_arguments(spec))
+
+
+def _build_supcon(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return Exemplar(**_moco_arguments(spec), supcon=True)
 
 
 def _build_supervised(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
@@ -33,6 +38,8 @@ def _build_supervised(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
 
 METHODS: dict[str, Callable[[Mapping[str, Any], int], nn.Module]] = {
     "moco": _build_moco,
+    "exemplar": _build_exemplar,
+    "supcon": _build_supcon,
     "supervised": _build_supervised,
 }
 

@@ -40,26 +40,36 @@ def eval_transform(input_size: int, resize_ratio: float = 256 / 224) -> T.Compos
     return T.Compose([T.Resize(round(input_size * resize_ratio)), T.CenterCrop(input_size), normalize()])
 
 
-def pretrain_transform(names: Sequence[str], params: Mapping[str, Any], input_size: int) -> T.Compose:
-    """Compose the named augmentations in MoCo-v2's order: crop, color, gray, blur, flip."""
+MOCO_V2_ORDER = ("crop", "color", "gray", "blur", "flip")
+
+
+def _transform(name: str, params: Mapping[str, Any], input_size: int) -> Any:
+    p = params[name]
+    if name == "crop":
+        return T.RandomResizedCrop(input_size, scale=tuple(p["scale"]))
+    if name == "color":
+        return T.RandomApply([T.ColorJitter(*p["strength"])], p=p["p"])
+    if name == "gray":
+        return T.RandomGrayscale(p=p["p"])
+    if name == "blur":
+        return T.RandomApply([RandomGaussianBlur(p["sigma"])], p=p["p"])
+    return T.RandomHorizontalFlip(p=p["p"])
+
+
+def pretrain_transform(
+    names: Sequence[str], params: Mapping[str, Any], input_size: int, order: Sequence[str] = MOCO_V2_ORDER
+) -> T.Compose:
+    """Compose the named augmentations in ``order`` (MoCo-v2's by default; MoCo-v1 puts gray before color)."""
     unknown = sorted(set(names) - set(TRANSFORM_NAMES))
     if unknown:
         raise InputError(f"augment: unknown transform(s) {unknown}; expected names from {TRANSFORM_NAMES}")
+    unordered = sorted(set(names) - set(order))
+    if unordered:
+        raise InputError(f"augment_order: {list(order)} does not place {unordered}")
     steps: list[Any] = []
-    if "crop" in names:
-        scale = tuple(params["crop"]["scale"])
-        steps.append(T.RandomResizedCrop(input_size, scale=scale))
-    else:
+    if "crop" not in names:
         steps += [T.Resize(round(input_size * 256 / 224)), T.CenterCrop(input_size)]
-    if "color" in names:
-        jitter = T.ColorJitter(*params["color"]["strength"])
-        steps.append(T.RandomApply([jitter], p=params["color"]["p"]))
-    if "gray" in names:
-        steps.append(T.RandomGrayscale(p=params["gray"]["p"]))
-    if "blur" in names:
-        steps.append(T.RandomApply([RandomGaussianBlur(params["blur"]["sigma"])], p=params["blur"]["p"]))
-    if "flip" in names:
-        steps.append(T.RandomHorizontalFlip(p=params["flip"]["p"]))
+    steps += [_transform(name, params, input_size) for name in order if name in names]
     steps.append(normalize())
     return T.Compose(steps)
 

@@ -1,6 +1,7 @@
 """MoCo (He et al. 2020; v2: Chen et al. 2020): a query encoder, a momentum key encoder, a queue of keys.
 
-Names follow the paper: ``K`` queue size, ``m`` key-encoder momentum, ``T`` softmax temperature.
+Names follow the paper: ``K`` queue size, ``m`` key-encoder momentum, ``T`` softmax temperature. The
+queue also stores each key's label (-1 for the random initial keys); MoCo ignores it, Exemplar uses it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from torchvision.models.resnet import ResNet
 
 from goodtransfer.models.backbone import feature_dim
+from goodtransfer.pretrain import distributed as ddp
 
 
 def projection_head(in_dim: int, dim: int, mlp: bool) -> nn.Module:
@@ -47,6 +49,7 @@ class MoCo(nn.Module):
         for param in self.encoder_k.parameters():
             param.requires_grad = False
         self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))
+        self.register_buffer("queue_labels", torch.full((K,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
     @property
@@ -59,28 +62,38 @@ class MoCo(nn.Module):
             param_k.mul_(self.m).add_(param_q.detach(), alpha=1.0 - self.m)
 
     @torch.no_grad()
-    def dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
-        """Replace the oldest ``len(keys)`` queue entries; K must be a multiple of the batch size."""
-        batch = keys.shape[0]
-        ptr = int(self.queue_ptr)
+    def dequeue_and_enqueue(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Replace the oldest entries with every rank's keys; K must be a multiple of the global batch."""
+        keys = ddp.concat_all_gather(keys)
+        if labels is None:
+            labels = torch.full((keys.shape[0],), -1, dtype=torch.long, device=keys.device)
+        else:
+            labels = ddp.concat_all_gather(labels)
+        batch, ptr = keys.shape[0], int(self.queue_ptr)
         if self.K % batch != 0:
-            raise ValueError(f"MoCo queue K={self.K} is not a multiple of the key batch {batch}")
+            raise ValueError(f"MoCo queue K={self.K} is not a multiple of the (global) key batch {batch}")
         self.queue[:, ptr : ptr + batch] = keys.T.to(self.queue.dtype)
+        self.queue_labels[ptr : ptr + batch] = labels
         self.queue_ptr[0] = (ptr + batch) % self.K
 
-    def _encode(self, encoder: nn.Module, images: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-        """Forward in ``shuffle_bn_splits`` chunks so BatchNorm sees per-'GPU' statistics.
+    def _forward_chunks(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """One process standing in for ``shuffle_bn_splits`` GPUs: BatchNorm sees each chunk alone."""
+        if self.shuffle_bn_splits == 1 or ddp.is_distributed():
+            return encoder(images)
+        return torch.cat([encoder(chunk) for chunk in images.chunk(self.shuffle_bn_splits)])
 
-        With ``order`` (a permutation) the chunks hold shuffled samples: the one-process equivalent of
-        MoCo's shuffle-BN, which keeps a query and its key out of the same BN batch.
-        """
-        if order is not None:
-            images = images[order]
-        chunks = images.chunk(self.shuffle_bn_splits) if self.shuffle_bn_splits > 1 else (images,)
-        out = torch.cat([encoder(chunk) for chunk in chunks])
-        if order is not None:
-            out = out[torch.argsort(order)]
-        return F.normalize(out.float(), dim=1)
+    def encode_queries(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self._forward_chunks(self.encoder_q, images).float(), dim=1)
+
+    @torch.no_grad()
+    def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
+        """Shuffle-BN: keys are computed on a permuted batch so a query and its key never share BN stats."""
+        if ddp.is_distributed():
+            shuffled, order = ddp.shuffle_across_ranks(images)
+            return F.normalize(ddp.unshuffle_across_ranks(self.encoder_k(shuffled).float(), order), dim=1)
+        order = torch.randperm(images.shape[0], device=images.device)
+        keys = self._forward_chunks(self.encoder_k, images[order])[torch.argsort(order)]
+        return F.normalize(keys.float(), dim=1)
 
     def logits_and_labels(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``[l_pos | l_neg]`` / T, positives in column 0, as in the MoCo paper's Algorithm 1."""
@@ -90,17 +103,18 @@ class MoCo(nn.Module):
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return logits, labels
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self._encode(self.encoder_q, im_q, order=None)
+    def contrastive_loss(self, q: torch.Tensor, k: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of each query against its key and the queue (MoCo ignores the class labels)."""
+        del targets
+        logits, labels = self.logits_and_labels(q, k)
+        return F.cross_entropy(logits, labels)
+
+    def forward(self, views: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch of (query view, key view) pairs."""
+        q = self.encode_queries(views[0])
         with torch.no_grad():
             self.momentum_update_key_encoder()
-            order = torch.randperm(im_k.shape[0], device=im_k.device)
-            k = self._encode(self.encoder_k, im_k, order=order)
-        logits, labels = self.logits_and_labels(q, k)
-        self.dequeue_and_enqueue(k)
-        return logits, labels
-
-    def loss(self, views: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        del targets  # instance discrimination uses no labels
-        logits, labels = self(views[0], views[1])
-        return F.cross_entropy(logits.float(), labels)
+            k = self.encode_keys(views[1])
+        loss = self.contrastive_loss(q, k, targets)
+        self.dequeue_and_enqueue(k, targets)
+        return loss

@@ -19,5 +19,6 @@ class Supervised(nn.Module):
     def backbone(self) -> ResNet:
         return self.encoder
 
-    def loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch."""
         return F.cross_entropy(self.encoder(images).float(), targets)

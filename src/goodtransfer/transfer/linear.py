@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms as T
 
-from goodtransfer.checkpoint import load_backbone, load_into
+from goodtransfer.checkpoint import load_into
+from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.data.imagefolder import image_folder
 from goodtransfer.device import Compute
 from goodtransfer.io import spec_hash, write_json
@@ -82,7 +83,7 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
     digest, began = spec_hash(spec), time.time()
     seed_everything(spec["seed"])
     compute = Compute.from_spec(spec)
-    state_dict, meta = load_backbone(checkpoint)
+    state_dict, meta = load_any_backbone(checkpoint)
     backbone = build_resnet(meta["arch"])
     load_into(backbone, state_dict, str(checkpoint))
     backbone = compute.module(backbone).eval()

@@ -18,7 +18,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
-from goodtransfer.checkpoint import load_backbone, load_into
+from goodtransfer.checkpoint import load_into
+from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
@@ -99,7 +100,7 @@ def _iteration_lr(spec: dict[str, Any], iteration: int) -> float:
 
 
 def build_from_checkpoint(spec: dict[str, Any], checkpoint: Path, num_classes: int) -> torch.nn.Module:
-    state_dict, meta = load_backbone(checkpoint)
+    state_dict, meta = load_any_backbone(checkpoint)
     resnet = build_resnet(meta["arch"])
     load_into(resnet, state_dict, str(checkpoint))
     return build_c4_detector(resnet, num_classes, spec)

@@ -1,0 +1,108 @@
+"""Two CPU processes (torchrun, gloo) keep MoCo/Exemplar queue semantics: every rank enqueues the keys
+and labels of the whole global batch, in the same order, exactly as one process would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+
+from goodtransfer.checkpoint import load_torch
+from goodtransfer.data.synthetic import generate_imagenet
+
+SPEC = {
+    "run": "ddp-test",
+    "recipe": "test",
+    "dataset": "imagenet",
+    "arch": "resnet10",
+    "input_size": 32,
+    "epochs": 1,
+    "batch_size": 8,
+    "lr": 0.03,
+    "lr_reference_batch": 8,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "milestones": [],
+    "workers": 0,
+    "checkpoint_every": 1,
+    "augment": ["flip", "crop"],
+    "augmentations": {"flip": {"p": 0.5}, "crop": {"scale": [0.2, 1.0]}},
+    "moco": {"dim": 8, "K": 32, "m": 0.99, "T": 0.2, "mlp": True, "shuffle_bn_splits": 2},
+    "device": "cpu",
+    "precision": "fp32",
+    "channels_last": False,
+    "seed": 0,
+}
+IMAGES_PER_CLASS = 8  # 2 classes -> 16 images -> 2 global batches of 8 per epoch
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet") / "imagenet"
+    generate_imagenet(
+        root, num_classes=2, train_per_class=IMAGES_PER_CLASS, val_per_class=1, image_size=36, seed=0
+    )
+    return root
+
+
+def _pretrain(data, out, method, processes):
+    spec = dict(SPEC, method=method)
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+    ]
+    command = [
+        *(launcher if processes > 1 else [sys.executable]),
+        "-m",
+        "goodtransfer",
+        "--threads",
+        "1",
+        "pretrain",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(data),
+        "--out",
+        str(out / "checkpoint.pt"),
+        "--state-dir",
+        str(out / "state"),
+        "--train-log",
+        str(out / "log.json"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("method", ["moco", "exemplar"])
+def test_two_processes_enqueue_the_global_batch_like_one_process(data, tmp_path, method):
+    two = _pretrain(data, tmp_path / "two", method, processes=2)
+    one = _pretrain(data, tmp_path / "one", method, processes=1)
+    rank0 = load_torch(two / "state/last.pt")["model"]
+    rank1 = load_torch(two / "state/last.rank1.pt")["model"]
+    single = load_torch(one / "state/last.pt")["model"]
+    for key in ("queue", "queue_labels", "queue_ptr"):
+        assert torch.equal(rank0[key], rank1[key]), key  # every rank holds the same queue
+    enqueued = 2 * IMAGES_PER_CLASS
+    assert int(rank0["queue_ptr"]) == int(single["queue_ptr"]) == enqueued
+    # Each image's label was enqueued exactly once per epoch, as with one process.
+    labels = Counter(rank0["queue_labels"][:enqueued].tolist())
+    assert (
+        labels
+        == Counter(single["queue_labels"][:enqueued].tolist())
+        == {0: IMAGES_PER_CLASS, 1: IMAGES_PER_CLASS}
+    )
+    assert rank0["queue_labels"][enqueued:].eq(-1).all()
+    keys = rank0["queue"][:, :enqueued]
+    torch.testing.assert_close(keys.norm(dim=0), torch.ones(enqueued))
+    assert (two / "checkpoint.pt").is_file() and not (two / "state/checkpoint.pt").exists()
