@@ -24,3 +24,8 @@ rule pretrain:
     shell:
         "python -m goodtransfer --threads {threads} pretrain --spec {params.spec:q} --data {params.root} --out {output.checkpoint}"
         " --state-dir {params.state_dir} --train-log {output.log_json} 2> {log}"
+
+
+rule pretraining:
+    input:
+        expand("results/pretrain/{run}/checkpoint.pt", run=gtc.pretrain_runs(config)),

@@ -31,6 +31,7 @@ SPEC = {
     "milestones": [],
     "workers": 0,
     "checkpoint_every": 1,
+    "keep_every": 4,
     "augment": ["flip", "crop", "blur"],
     "augmentations": {
         "flip": {"p": 0.5},
@@ -93,6 +94,9 @@ def test_killed_pretraining_resumes_from_last_checkpoint_and_matches_uninterrupt
     ours, meta = load_backbone(interrupted / "checkpoint.pt")
     reference, _ = load_backbone(straight / "checkpoint.pt")
     assert meta["epoch"] == SPEC["epochs"]
+    kept = sorted(p.name for p in (straight / "epochs").iterdir())
+    assert kept == ["epoch_0004.pt", "epoch_0008.pt", "epoch_0012.pt"]  # keep_every: 4 (Figure 4 uses 10)
+    assert load_backbone(straight / "epochs/epoch_0008.pt")[1]["epoch"] == 8
     for key in reference:
         assert torch.equal(ours[key], reference[key]), key
 

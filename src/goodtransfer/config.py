@@ -46,7 +46,22 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     spec = deep_merge(deep_merge(section["defaults"], recipe), run_cfg)
     augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
     spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
+    _check_contrastive(spec, run)
     return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
+
+
+CONTRASTIVE_KEYS = ("dim", "K", "m", "T", "mlp", "shuffle_bn_splits")
+
+
+def _check_contrastive(spec: Mapping[str, Any], run: str) -> None:
+    if spec.get("method") == "supervised":
+        return
+    missing = [key for key in CONTRASTIVE_KEYS if key not in spec.get("moco", {})]
+    if missing:
+        raise InputError(
+            f"config: pretrain.runs.{run}: moco settings {missing} missing after merging "
+            "defaults, recipe and run; expected them in the recipe"
+        )
 
 
 def dataset_of(config: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -116,14 +116,20 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
         history.append(progress)
         if ddp.rank() == 0:
             _report(spec, epoch, progress)
-        done = epoch + 1
-        if done % spec["checkpoint_every"] == 0 or done == spec["epochs"]:
-            resume.save(
-                model=method.state_dict(), optimizer=optimizer.state_dict(), epoch=done, history=history
-            )
+        _checkpoint(spec, digest, epoch + 1, method, optimizer, resume, history, out)
     if ddp.rank() == 0:
         save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))
         write_json(log_json, {"run": spec["run"], "config_hash": digest, "history": history})
+
+
+def _checkpoint(spec, digest, done, method, optimizer, resume: ResumeState, history, out: Path) -> None:
+    """Resumable state every ``checkpoint_every`` epochs; the backbone every ``keep_every`` (Figure 4)."""
+    if done % spec["checkpoint_every"] == 0 or done == spec["epochs"]:
+        resume.save(model=method.state_dict(), optimizer=optimizer.state_dict(), epoch=done, history=history)
+    keep = spec.get("keep_every", 0)
+    if keep and done % keep == 0 and ddp.rank() == 0:
+        path = out.parent / "epochs" / f"epoch_{done:04d}.pt"
+        save_backbone(path, backbone_state_dict(method.backbone), _meta(spec, digest, done))
 
 
 def _meta(spec: dict[str, Any], digest: str, epoch: int) -> dict[str, Any]:
