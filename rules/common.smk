@@ -3,6 +3,7 @@
 import json
 
 from goodtransfer import config as gtc
+from goodtransfer.fetch import released_url
 
 PYTHON_ENV = "../envs/pytorch.yaml"
 PYTHON_CONTAINER = "containers/pytorch.sif"
@@ -24,6 +25,16 @@ def dataset_check(name):
 
 def pretrain_dataset(run):
     return gtc.pretrain_spec(config, run)["dataset"]
+
+
+def pretrain_input(run):
+    """An imported run depends on its source file; a trained one on its dataset's check."""
+    spec = gtc.pretrain_spec(config, run)
+    return (
+        spec["import_from"]
+        if spec.get("import_from")
+        else dataset_check(spec["dataset"])
+    )
 
 
 def checkpoint_of(run):

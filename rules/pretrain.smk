@@ -4,7 +4,7 @@
 
 rule pretrain:
     input:
-        data=lambda w: dataset_check(pretrain_dataset(w.run)),
+        data=lambda w: pretrain_input(w.run),
     output:
         checkpoint="results/pretrain/{run}/checkpoint.pt",
         log_json="results/pretrain/{run}/train_log.json",
@@ -29,3 +29,18 @@ rule pretrain:
 rule pretraining:
     input:
         expand("results/pretrain/{run}/checkpoint.pt", run=gtc.pretrain_runs(config)),
+
+
+rule fetch_released_checkpoint:
+    output:
+        "checkpoints/released/{name}.pth",
+    log:
+        "logs/released/{name}.log",
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    params:
+        url=lambda w: released_url(w.name, "paper/reference/released_checkpoints.yaml"),
+    shell:
+        "python -m goodtransfer fetch --url {params.url} --out {output} 2> {log}"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 
 import pytest
 import yaml
 
-from tests.workflow import copy_workflow, planned_jobs, snakemake, write_config
+from tests.workflow import copy_workflow, snakemake, write_config
 
 
 @pytest.fixture(scope="module")
@@ -76,33 +75,3 @@ def test_missing_voc_annotation_fails_naming_the_file(workdir, tmp_path):
     done = snakemake(workdir, "results/datasets/voc2007.json", "--configfile", "voc.yaml")
     assert done.returncode != 0
     assert str(victim) in (workdir / "logs/data/check_voc2007.log").read_text()
-
-
-def test_paper_preset_plans_every_table1_job(workdir):
-    done = snakemake(workdir, "paper/build/report.pdf", "-n", "--configfile", "presets/paper.yaml")
-    assert done.returncode == 0, done.stderr[-3000:]
-    jobs = planned_jobs(done.stdout)
-    counts = {
-        rule: sum(r == rule for r, _ in jobs) for rule in ("pretrain", "linear_readout", "voc_detection")
-    }
-    assert counts == {"pretrain": 10, "linear_readout": 10, "voc_detection": 10}
-    assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
-
-
-def test_paper_preset_keeps_the_papers_settings():
-    from tests.workflow import ROOT
-
-    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
-    moco = paper["pretrain"]["recipes"]["mocov2"]
-    assert (moco["lr"], moco["moco"]["K"], moco["moco"]["m"], moco["moco"]["T"]) == (0.03, 65536, 0.999, 0.2)
-    assert (
-        paper["pretrain"]["defaults"]["epochs"] == 200 and paper["pretrain"]["defaults"]["batch_size"] == 256
-    )
-    voc = paper["detection"]["voc07"]
-    assert (voc["max_iter"], voc["ims_per_batch"], voc["base_lr"], voc["steps"]) == (
-        9000,
-        16,
-        0.02,
-        [6000, 8000],
-    )
-    assert copy.deepcopy(voc["roi_heads"])["pooler_resolution"] == 14

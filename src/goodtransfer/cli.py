@@ -58,6 +58,13 @@ def _report_context(args: argparse.Namespace) -> None:
     write_json(args.out, build_context(args.tables, json.loads(args.config), args.scale_note))
 
 
+def _fetch(args: argparse.Namespace) -> None:
+    from goodtransfer.fetch import fetch
+
+    sha256 = fetch(args.url, args.out)
+    print(f"fetched {args.url} -> {args.out} (sha256 {sha256})", file=sys.stderr)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="goodtransfer", description=__doc__)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch")
@@ -98,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     context.add_argument("--scale-note", required=True)
     context.add_argument("--out", type=Path, required=True)
     context.set_defaults(func=_report_context)
+    fetch = sub.add_parser("fetch", help="download a released checkpoint (atomic, records its SHA-256)")
+    fetch.add_argument("--url", required=True)
+    fetch.add_argument("--out", type=Path, required=True)
+    fetch.set_defaults(func=_fetch)
     return parser
 
 

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from goodtransfer.checkpoint import save_backbone
+from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.data.imagefolder import image_folder
 from goodtransfer.device import Compute
 from goodtransfer.io import InputError, spec_hash, write_json
@@ -86,8 +87,35 @@ def _report(spec: dict[str, Any], epoch: int, progress: dict[str, Any]) -> None:
     )
 
 
+def import_backbone(spec: dict[str, Any], out: Path, log_json: Path) -> None:
+    """A run whose backbone comes from elsewhere (``import_from``): a released checkpoint, or the
+    backbone of a supervised detection/segmentation network (Table 2's COCO and Synthia rows)."""
+    source = Path(spec["import_from"])
+    state_dict, meta = load_any_backbone(source, arch=spec["arch"])
+    imported = {
+        "method": f"imported:{meta['source_format']}",
+        "run": spec["run"],
+        "config_hash": spec_hash(spec),
+        "epoch": meta.get("epoch", -1),
+        "arch": meta["arch"],
+        "source": str(source),
+    }
+    save_backbone(out, state_dict, imported)
+    write_json(
+        log_json,
+        {
+            "run": spec["run"],
+            "config_hash": imported["config_hash"],
+            "history": [],
+            "imported_from": str(source),
+        },
+    )
+
+
 def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, log_json: Path) -> None:
     """Train ``spec`` on ``data_root`` and write the backbone checkpoint ``out`` and a log."""
+    if spec.get("import_from"):
+        return import_backbone(spec, out, log_json)
     digest = spec_hash(spec)
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)

@@ -1,0 +1,41 @@
+"""Fetch a released checkpoint once, atomically, recording its URL and SHA-256 beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from goodtransfer.io import InputError, atomic_path, read_yaml, write_json
+
+
+def released_url(name: str, registry: str | Path) -> str:
+    """The download address of the authors' released checkpoint ``name`` from the registry file."""
+    entries: dict[str, Any] = read_yaml(registry)
+    if name not in entries["files"]:
+        raise InputError(
+            f"{registry}: no released checkpoint named {name!r}; known: {sorted(entries['files'])}"
+        )
+    return f"{entries['base_url']}{name}.pth"
+
+
+def fetch(url: str, out: Path, timeout_s: float = 60.0) -> str:
+    """Stream ``url`` into ``out`` (atomically) and return its SHA-256; ``<out>.json`` records both."""
+    digest = hashlib.sha256()
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=timeout_s) as response,
+            atomic_path(out) as tmp,
+            open(tmp, "wb") as handle,
+        ):
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                handle.write(chunk)
+    except (urllib.error.URLError, OSError) as err:
+        raise InputError(
+            f"{url}: could not fetch the checkpoint ({err}); nothing was written to {out}"
+        ) from None
+    write_json(out.with_suffix(out.suffix + ".json"), {"url": url, "sha256": digest.hexdigest()})
+    return digest.hexdigest()

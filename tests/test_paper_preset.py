@@ -1,0 +1,96 @@
+"""The paper preset: its plan through real Snakemake (dry run) and the paper's settings."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.workflow import ROOT, copy_workflow, planned_jobs, snakemake
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("paper"))
+
+
+def test_paper_preset_plans_every_table1_job(workdir):
+    done = snakemake(workdir, "paper/build/report.pdf", "-n", "--configfile", "presets/paper.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done.stdout)
+    counts = {
+        rule: sum(r == rule for r, _ in jobs) for rule in ("pretrain", "linear_readout", "voc_detection")
+    }
+    assert counts == {"pretrain": 10, "linear_readout": 10, "voc_detection": 10}
+    assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
+
+
+def test_paper_preset_keeps_the_papers_settings():
+    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
+    moco = paper["pretrain"]["recipes"]["mocov2"]
+    assert (moco["lr"], moco["moco"]["K"], moco["moco"]["m"], moco["moco"]["T"]) == (0.03, 65536, 0.999, 0.2)
+    assert (
+        paper["pretrain"]["defaults"]["epochs"] == 200 and paper["pretrain"]["defaults"]["batch_size"] == 256
+    )
+    voc = paper["detection"]["voc07"]
+    assert (voc["max_iter"], voc["ims_per_batch"], voc["base_lr"], voc["steps"]) == (
+        9000,
+        16,
+        0.02,
+        [6000, 8000],
+    )
+    assert voc["roi_heads"]["pooler_resolution"] == 14 and voc["roi_heads"]["batch_size_per_image"] == 512
+
+
+def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
+    done = snakemake(workdir, "pretraining", "-n", "--configfile", "presets/paper.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {
+        wildcards.removeprefix("run=") for rule, wildcards in planned_jobs(done.stdout) if rule == "pretrain"
+    }
+    table1 = {
+        f"{family}-{level}"
+        for family in ("supervised", "mocov2")
+        for level in ("f", "fr", "frc", "frcg", "frcgb")
+    }
+    table2 = {
+        f"{family}-{data}"
+        for family in ("supervised", "mocov2")
+        for data in ("imagenet10pct", "imagenet100", "places", "celeba", "coco", "synthia")
+    }
+    table3 = {"mocov1", "exemplarv1", "exemplarv2"}
+    table6 = {"supervised-90ep", "supervised-400ep", "supervised-800ep"}
+    table10 = {
+        "mocov1-k1m",
+        "exemplarv1-t0.1",
+        "mocov2-k1m-t0.1",
+        "mocov2-k1m-t0.2",
+        "exemplarv2-t0.07",
+        "exemplarv2-t0.2",
+    }
+    assert table1 | table2 | table3 | table6 | table10 | {"supcon"} == runs
+    assert len(runs) == 35
+
+
+def test_exemplar_and_table10_settings_follow_the_paper():
+    from goodtransfer import config as gtc
+
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
+    merged = gtc.deep_merge(base, paper)
+    v1, v2 = gtc.pretrain_spec(merged, "exemplarv1"), gtc.pretrain_spec(merged, "exemplarv2")
+    assert (v1["method"], v1["moco"]["K"], v1["moco"]["T"], v1["moco"]["mlp"]) == (
+        "exemplar",
+        2**20,
+        0.07,
+        False,
+    )
+    assert (v2["method"], v2["moco"]["K"], v2["moco"]["T"], v2["moco"]["mlp"]) == (
+        "exemplar",
+        2**20,
+        0.1,
+        True,
+    )
+    assert gtc.pretrain_spec(merged, "mocov1")["milestones"] == [120, 160]
+    assert gtc.pretrain_spec(merged, "exemplarv2-t0.2")["moco"]["T"] == 0.2
+    assert gtc.pretrain_spec(merged, "mocov2-k1m-t0.1")["moco"]["K"] == 2**20
+    assert gtc.pretrain_spec(merged, "supervised-800ep")["epochs"] == 800
