@@ -32,6 +32,7 @@ SPEC = {
     "workers": 0,
     "checkpoint_every": 1,
     "keep_every": 4,
+    "log_every": 2,
     "augment": ["flip", "crop", "blur"],
     "augmentations": {
         "flip": {"p": 0.5},
@@ -91,6 +92,7 @@ def test_killed_pretraining_resumes_from_last_checkpoint_and_matches_uninterrupt
 
     resumed = subprocess.run(_command(data, interrupted), check=True, capture_output=True, text=True)
     assert f"resuming mocov2-test from epoch {killed_at}" in resumed.stderr
+    assert "step 2/3 loss" in resumed.stderr and "epoch ETA" in resumed.stderr  # log_every: 2
     ours, meta = load_backbone(interrupted / "checkpoint.pt")
     reference, _ = load_backbone(straight / "checkpoint.pt")
     assert meta["epoch"] == SPEC["epochs"]

@@ -48,9 +48,12 @@ def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
     )
 
 
-def _run_epoch(model: nn.Module, loader: DataLoader, optimizer, compute: Compute) -> dict[str, float]:
+def _run_epoch(
+    model: nn.Module, loader: DataLoader, optimizer, compute: Compute, spec: dict
+) -> dict[str, float]:
     model.train()
     total, count, start = 0.0, 0, time.time()
+    per_step = loader.batch_size * ddp.world_size()
     for images, targets in loader:
         views = [compute.images(v) for v in images] if isinstance(images, list) else compute.images(images)
         with compute.autocast():
@@ -59,9 +62,20 @@ def _run_epoch(model: nn.Module, loader: DataLoader, optimizer, compute: Compute
         loss.backward()
         optimizer.step()
         total, count = total + loss.item(), count + 1
+        if spec.get("log_every") and count % spec["log_every"] == 0 and ddp.rank() == 0:
+            rate = count * per_step / (time.time() - start)
+            eta = (len(loader) - count) * per_step / rate
+            print(
+                f"[pretrain] {spec['run']} step {count}/{len(loader)} loss {total / count:.4f} "
+                f"{rate:.0f} img/s epoch ETA {eta:.0f}s",
+                file=sys.stderr,
+            )
     seconds = time.time() - start
-    images_seen = count * loader.batch_size * ddp.world_size()
-    return {"loss": total / max(count, 1), "img_per_s": images_seen / max(seconds, 1e-9), "seconds": seconds}
+    return {
+        "loss": total / max(count, 1),
+        "img_per_s": count * per_step / max(seconds, 1e-9),
+        "seconds": seconds,
+    }
 
 
 def _build(spec: dict[str, Any], data_root: Path, compute: Compute) -> nn.Module:
@@ -139,7 +153,7 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
         progress = {
             "epoch": epoch + 1,
             "lr": epoch_lr(spec, epoch),
-            **_run_epoch(model, loader, optimizer, compute),
+            **_run_epoch(model, loader, optimizer, compute, spec),
         }
         history.append(progress)
         if ddp.rank() == 0:
