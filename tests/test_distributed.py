@@ -3,7 +3,6 @@ and labels of the whole global batch, in the same order, exactly as one process 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import torch
 
 from goodtransfer.checkpoint import load_torch
 from goodtransfer.data.synthetic import generate_imagenet
+from tests.workflow import pretrain_command
 
 SPEC = {
     "run": "ddp-test",
@@ -53,31 +53,14 @@ def data(tmp_path_factory):
 
 def _pretrain(data, out, method, processes):
     spec = dict(SPEC, method=method)
-    launcher = [
+    launcher = (
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={processes}",
-    ]
-    command = [
-        *(launcher if processes > 1 else [sys.executable]),
-        "-m",
-        "goodtransfer",
-        "--threads",
-        "1",
-        "pretrain",
-        "--spec",
-        json.dumps(spec),
-        "--data",
-        str(data),
-        "--out",
-        str(out / "checkpoint.pt"),
-        "--state-dir",
-        str(out / "state"),
-        "--train-log",
-        str(out / "log.json"),
-    ]
+    )
+    command = pretrain_command(spec, data, out, launcher if processes > 1 else ())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

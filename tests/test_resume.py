@@ -3,9 +3,7 @@ run ends (fp32, one thread: bitwise on the CPU)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 
 from goodtransfer.checkpoint import load_backbone, load_torch
 from goodtransfer.data.synthetic import generate_imagenet
+from tests.workflow import pretrain_command
 
 SPEC = {
     "run": "mocov2-test",
@@ -55,24 +54,7 @@ def data(tmp_path_factory):
 
 
 def _command(data, out, spec=SPEC):
-    return [
-        sys.executable,
-        "-m",
-        "goodtransfer",
-        "--threads",
-        "1",
-        "pretrain",
-        "--spec",
-        json.dumps(spec),
-        "--data",
-        str(data),
-        "--out",
-        str(out / "checkpoint.pt"),
-        "--state-dir",
-        str(out / "state"),
-        "--train-log",
-        str(out / "log.json"),
-    ]
+    return pretrain_command(spec, data, out)
 
 
 def test_killed_pretraining_resumes_from_last_checkpoint_and_matches_uninterrupted_run(data, tmp_path):

@@ -62,3 +62,15 @@ def planned_jobs(output: str) -> list[tuple[str, str]]:
         elif stripped.startswith("wildcards:") and jobs:
             jobs[-1] = (jobs[-1][0], stripped.removeprefix("wildcards:").strip())
     return jobs
+
+
+def pretrain_command(spec: dict, data: Path, out: Path, launcher: tuple[str, ...] = ()) -> list[str]:
+    """``goodtransfer pretrain`` for ``spec`` on one thread; outputs under ``out``; optional launcher
+    (e.g. torchrun) in front of ``-m goodtransfer``."""
+    import json
+
+    return [
+        *(launcher or (sys.executable,)), "-m", "goodtransfer", "--threads", "1", "pretrain",
+        "--spec", json.dumps(spec), "--data", str(data), "--out", str(out / "checkpoint.pt"),
+        "--state-dir", str(out / "state"), "--train-log", str(out / "log.json"),
+    ]  # fmt: skip
