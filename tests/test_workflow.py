@@ -75,3 +75,11 @@ def test_editing_one_runs_augmentation_reruns_only_its_downstream_jobs(built):
         "report_context",
         "report",
     }
+
+
+def test_report_provenance_names_commit_config_hash_and_each_runs_wall_time(built):
+    context = json.loads((built / "results/report/context.json").read_text())
+    provenance = {item["key"]: item["value"] for item in context["provenance"]}
+    assert {"git commit", "config hash", "torch", "hardware"} <= set(provenance)
+    times = provenance["wall time mocov2-f"]
+    assert times.startswith("pretrain ") and "linear " in times and "voc07 " in times

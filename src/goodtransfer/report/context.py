@@ -52,27 +52,31 @@ def _hardware() -> str:
     return text
 
 
+def _run_times(run: str, cells: list[dict[str, Any]]) -> str:
+    """'pretrain 19.3 s, linear 1.1 s, voc07 48.4 s' for one run, from its logs and metrics files."""
+    parts: dict[str, str] = {}
+    for provenance in (cell["provenance"] for cell in cells if cell.get("provenance")):
+        log = Path(provenance["checkpoint"]).with_name("train_log.json")
+        if "pretrain" not in parts and log.is_file():
+            parts["pretrain"] = f"{sum(epoch['seconds'] for epoch in read_json(log)['history']):.1f} s"
+        protocol = Path(provenance["metrics"]).parent.parent.name
+        if protocol not in parts:
+            parts[protocol] = f"{read_json(provenance['metrics']).get('seconds', '?')} s"
+    return ", ".join(f"{name} {value}" for name, value in parts.items())
+
+
 def _step_times(tables: Sequence[Path]) -> list[dict[str, str]]:
-    """Wall time of each metrics-producing job and of the pretraining runs behind them."""
+    """Wall time of each run's steps (pretraining and every downstream job), one line per run."""
     rows: list[dict[str, str]] = []
-    seen: set[str] = set()
     for table_path in tables:
         for group in read_json(table_path)["groups"]:
             for row in group["rows"]:
-                for cell in row["cells"].values():
-                    provenance = cell.get("provenance")
-                    if not provenance or provenance["metrics"] in seen:
-                        continue
-                    seen.add(provenance["metrics"])
-                    metrics = read_json(provenance["metrics"])
-                    rows.append(
-                        {"key": f"time {provenance['metrics']}", "value": f"{metrics.get('seconds', '?')} s"}
-                    )
-                    log = Path(provenance["checkpoint"]).with_name("train_log.json")
-                    if log.is_file() and str(log) not in seen:
-                        seen.add(str(log))
-                        seconds = sum(epoch["seconds"] for epoch in read_json(log)["history"])
-                        rows.append({"key": f"time {log}", "value": f"{seconds:.1f} s"})
+                rows.append(
+                    {
+                        "key": f"wall time {row['run']}",
+                        "value": _run_times(row["run"], list(row["cells"].values())),
+                    }
+                )
     return rows
 
 
