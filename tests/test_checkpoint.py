@@ -130,8 +130,30 @@ def test_c4_structure_rpn_on_res4_res5_box_head_with_extra_norm():
     head = detector.roi_heads.box_head
     assert head.out_channels == 2048 and isinstance(head.norm, torch.nn.BatchNorm2d)
     assert detector.roi_heads.box_predictor.cls_score.out_features == 21
-    assert detector.roi_heads.box_predictor.bbox_pred.out_features == 84
+    assert detector.roi_heads.box_predictor.bbox_pred.out_features == 80  # class-specific, as detectron2
     assert not any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.training for m in detector.modules()
     )
     assert all(p.requires_grad for p in detector.parameters())  # FREEZE_AT 0
+
+
+def test_c4_parameter_count_equals_detectron2_r50_c4_for_20_classes():
+    # detectron2 R50-C4 + MoCo's extra norm, counted from its layer shapes (15 anchors per location):
+    resnet50_without_fc = 25_557_032 - (2048 * 1000 + 1000)  # torchvision's published total minus fc
+    rpn = (1024 * 1024 * 9 + 1024) + (1024 * 15 + 15) + (1024 * 60 + 60)  # 3x3 conv, objectness, deltas
+    extra_norm = 2 * 2048  # BN weight and bias after res5
+    predictor = (2048 * 21 + 21) + (2048 * 80 + 80)  # K+1 scores, 4K class-specific deltas
+    expected = resnet50_without_fc + rpn + extra_norm + predictor
+    assert expected == 33_234_160
+    spec = dict(DETECTION, anchor_sizes=[32, 64, 128, 256, 512])
+    detector = build_c4_detector(build_resnet("resnet50"), 20, spec)
+    assert sum(p.numel() for p in detector.parameters()) == expected
+
+
+def test_background_box_deltas_are_zero_and_class_deltas_come_from_the_layer():
+    detector = build_c4_detector(build_resnet("resnet10"), 3, DETECTION)
+    features = torch.randn(5, detector.roi_heads.box_head.out_channels)
+    scores, deltas = detector.roi_heads.box_predictor(features)
+    assert scores.shape == (5, 4) and deltas.shape == (5, 16)
+    assert torch.equal(deltas[:, :4], torch.zeros(5, 4))
+    torch.testing.assert_close(deltas[:, 4:], detector.roi_heads.box_predictor.bbox_pred(features))

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.resnet import ResNet
 from torchvision.ops import MultiScaleRoIAlign, roi_align
@@ -73,13 +72,27 @@ def _stage_channels(stage: nn.Sequential) -> int:
     return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
 
 
-def _init_predictor(predictor: FastRCNNPredictor) -> FastRCNNPredictor:
-    # detectron2's FastRCNNOutputLayers init: N(0, 0.01) scores, N(0, 0.001) deltas, zero bias.
-    nn.init.normal_(predictor.cls_score.weight, std=0.01)
-    nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
-    for layer in (predictor.cls_score, predictor.bbox_pred):
-        nn.init.constant_(layer.bias, 0.0)
-    return predictor
+class ClassSpecificBoxPredictor(nn.Module):
+    """detectron2's FastRCNNOutputLayers: K+1 scores and 4K class-specific box deltas (none for background).
+
+    torchvision's RoIHeads indexes deltas as (K+1) x 4, so four zeros stand in for the background box,
+    which neither its loss nor its post-processing ever uses.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_channels, 4 * num_classes)
+        # detectron2's init: N(0, 0.01) scores, N(0, 0.001) deltas, zero bias.
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        for layer in (self.cls_score, self.bbox_pred):
+            nn.init.constant_(layer.bias, 0.0)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = features.flatten(1)
+        deltas = self.bbox_pred(features)
+        return self.cls_score(features), torch.cat([deltas.new_zeros(deltas.shape[0], 4), deltas], dim=1)
 
 
 def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
@@ -107,7 +120,7 @@ def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) ->
         rpn_batch_size_per_image=rpn["batch_size_per_image"],
         box_roi_pool=C4RoIPool(roi["pooler_resolution"]),
         box_head=head,
-        box_predictor=_init_predictor(FastRCNNPredictor(head.out_channels, num_classes + 1)),
+        box_predictor=ClassSpecificBoxPredictor(head.out_channels, num_classes),
         box_batch_size_per_image=roi["batch_size_per_image"],
         box_score_thresh=roi["score_thresh_test"],
         box_nms_thresh=roi["nms_thresh_test"],
