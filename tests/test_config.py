@@ -48,3 +48,16 @@ def test_table1_has_ten_runs_five_per_family():
     runs = gtc.table_runs(CONFIG, "table1")
     assert len(runs) == 10 and len(set(runs)) == 10
     assert sum(r.startswith("supervised") for r in runs) == 5
+
+
+def test_spec_command_prints_what_the_workflow_passes(tmp_path, monkeypatch, capsys):
+    import json
+
+    from goodtransfer.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["spec", "pretrain", "mocov2-frcgb", "--configfile", "presets/paper.yaml"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    paper = gtc.deep_merge(CONFIG, read_yaml(ROOT / "presets/paper.yaml"))
+    assert printed == gtc.pretrain_spec(paper, "mocov2-frcgb")
+    assert printed["moco"]["K"] == 65536 and printed["arch"] == "resnet50"

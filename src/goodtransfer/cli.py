@@ -65,6 +65,21 @@ def _fetch(args: argparse.Namespace) -> None:
     print(f"fetched {args.url} -> {args.out} (sha256 {sha256})", file=sys.stderr)
 
 
+def _spec(args: argparse.Namespace) -> None:
+    from goodtransfer import config as gtc
+
+    merged: dict = {}
+    for path in ["config.yaml", *args.configfile]:
+        merged = gtc.deep_merge(merged, read_yaml(path))
+    if args.kind == "pretrain":
+        spec = gtc.pretrain_spec(merged, args.run)
+    elif args.kind == "linear":
+        spec = gtc.linear_spec(merged, args.run)
+    else:
+        spec = gtc.detection_spec(merged, args.kind, args.run)
+    print(json.dumps(spec, sort_keys=True))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="goodtransfer", description=__doc__)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch")
@@ -109,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.set_defaults(func=_fetch)
+    spec = sub.add_parser("spec", help="print a job's resolved spec (JSON), as the workflow passes it")
+    spec.add_argument("kind", help="pretrain, linear, or a detection protocol such as voc07")
+    spec.add_argument("run")
+    spec.add_argument("--configfile", nargs="*", default=[], help="overrides on top of ./config.yaml")
+    spec.set_defaults(func=_spec)
     return parser
 
 
