@@ -72,13 +72,12 @@ def test_two_processes_enqueue_the_global_batch_like_one_process(data, tmp_path,
     two = _pretrain(data, tmp_path / "two", method, processes=2)
     one = _pretrain(data, tmp_path / "one", method, processes=1)
     rank0 = load_torch(two / "state/last.pt")["model"]
-    rank1 = load_torch(two / "state/last.rank1.pt")["model"]
     single = load_torch(one / "state/last.pt")["model"]
-    for key in ("queue", "queue_labels", "queue_ptr"):
-        assert torch.equal(rank0[key], rank1[key]), key  # every rank holds the same queue
+    assert sorted(p.name for p in (two / "state").iterdir()) == ["last.pt"]  # rank 0 alone writes state
     enqueued = 2 * IMAGES_PER_CLASS
     assert int(rank0["queue_ptr"]) == int(single["queue_ptr"]) == enqueued
-    # Each image's label was enqueued exactly once per epoch, as with one process.
+    # Each image's label was enqueued exactly once per epoch, as with one process: rank 0 alone sees
+    # half of them, so this holds only if keys and labels are gathered from every rank.
     labels = Counter(rank0["queue_labels"][:enqueued].tolist())
     assert (
         labels

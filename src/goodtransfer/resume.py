@@ -29,9 +29,9 @@ def seed_everything(seed: int) -> None:
 class ResumeState:
     """The newest training state of one job, at ``<state_dir>/last.pt``."""
 
-    def __init__(self, state_dir: str | Path, spec_hash: str, rank: int = 0) -> None:
-        # Each rank keeps its own RNG state; rank 0 keeps the historical name last.pt.
-        self.path = Path(state_dir) / ("last.pt" if rank == 0 else f"last.rank{rank}.pt")
+    def __init__(self, state_dir: str | Path, spec_hash: str) -> None:
+        # One file for all ranks: data-parallel replicas are identical, and rank 0 writes it.
+        self.path = Path(state_dir) / "last.pt"
         self.spec_hash = spec_hash
 
     def load(self) -> dict[str, Any] | None:

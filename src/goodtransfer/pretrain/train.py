@@ -22,7 +22,7 @@ from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.pretrain import build_method
 from goodtransfer.pretrain import distributed as ddp
 from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_transform
-from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, seed_everything
 from goodtransfer.schedule import epoch_lr
 
 
@@ -133,20 +133,22 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
     digest = spec_hash(spec)
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)
-    seed_everything(spec["seed"] + ddp.rank())  # each rank draws its own augmentations
+    seed_everything(spec["seed"])  # the same initial weights on every rank
     model = _build(spec, data_root, compute)
     method = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(model, spec)
-    resume = ResumeState(state_dir, digest, rank=ddp.rank())
+    resume = ResumeState(state_dir, digest)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if (state := resume.load()) is not None:
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], list(state["history"])
-        set_rng_state(state["rng"])
         print(f"[pretrain] resuming {spec['run']} from epoch {start_epoch}", file=sys.stderr)
     for epoch in range(start_epoch, spec["epochs"]):
+        # Reseeded per (seed, rank, epoch): a resumed epoch draws what it would have drawn, and no
+        # per-rank RNG state needs saving.
+        seed_everything(spec["seed"] * 1_000_003 + ddp.rank() * 10_007 + epoch)
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(spec, epoch)
         loader = _loader(spec, data_root, method.two_views, epoch)
@@ -166,7 +168,7 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
 
 def _checkpoint(spec, digest, done, method, optimizer, resume: ResumeState, history, out: Path) -> None:
     """Resumable state every ``checkpoint_every`` epochs; the backbone every ``keep_every`` (Figure 4)."""
-    if done % spec["checkpoint_every"] == 0 or done == spec["epochs"]:
+    if (done % spec["checkpoint_every"] == 0 or done == spec["epochs"]) and ddp.rank() == 0:
         resume.save(model=method.state_dict(), optimizer=optimizer.state_dict(), epoch=done, history=history)
     keep = spec.get("keep_every", 0)
     if keep and done % keep == 0 and ddp.rank() == 0:
