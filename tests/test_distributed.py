@@ -13,32 +13,9 @@ import torch
 
 from goodtransfer.checkpoint import load_torch
 from goodtransfer.data.synthetic import generate_imagenet
-from tests.workflow import pretrain_command
+from tests.workflow import pretrain_command, tiny_moco_spec
 
-SPEC = {
-    "run": "ddp-test",
-    "recipe": "test",
-    "dataset": "imagenet",
-    "arch": "resnet10",
-    "input_size": 32,
-    "epochs": 1,
-    "batch_size": 8,
-    "lr": 0.03,
-    "lr_reference_batch": 8,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "schedule": "cosine",
-    "milestones": [],
-    "workers": 0,
-    "checkpoint_every": 1,
-    "augment": ["flip", "crop"],
-    "augmentations": {"flip": {"p": 0.5}, "crop": {"scale": [0.2, 1.0]}},
-    "moco": {"dim": 8, "K": 32, "m": 0.99, "T": 0.2, "mlp": True, "shuffle_bn_splits": 2},
-    "device": "cpu",
-    "precision": "fp32",
-    "channels_last": False,
-    "seed": 0,
-}
+SPEC = tiny_moco_spec(run="ddp-test")
 IMAGES_PER_CLASS = 8  # 2 classes -> 16 images -> 2 global batches of 8 per epoch
 
 

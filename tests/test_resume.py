@@ -11,39 +11,21 @@ import torch
 
 from goodtransfer.checkpoint import load_backbone, load_torch
 from goodtransfer.data.synthetic import generate_imagenet
-from tests.workflow import pretrain_command
+from tests.workflow import pretrain_command, tiny_moco_spec
 
-SPEC = {
-    "run": "mocov2-test",
-    "recipe": "mocov2",
-    "method": "moco",
-    "dataset": "imagenet",
-    "arch": "resnet10",
-    "input_size": 32,
-    "epochs": 12,
-    "batch_size": 8,
-    "lr": 0.03,
-    "lr_reference_batch": 8,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "schedule": "cosine",
-    "milestones": [],
-    "workers": 0,
-    "checkpoint_every": 1,
-    "keep_every": 4,
-    "log_every": 2,
-    "augment": ["flip", "crop", "blur"],
-    "augmentations": {
+SPEC = tiny_moco_spec(
+    run="mocov2-test",
+    epochs=12,
+    keep_every=4,
+    log_every=2,
+    augment=["flip", "crop", "blur"],
+    augmentations={
         "flip": {"p": 0.5},
         "crop": {"scale": [0.2, 1.0]},
         "blur": {"sigma": [0.1, 2.0], "p": 0.5},
     },
-    "moco": {"dim": 8, "K": 32, "m": 0.99, "T": 0.2, "mlp": True, "shuffle_bn_splits": 2},
-    "device": "cpu",
-    "precision": "fp32",
-    "channels_last": False,
-    "seed": 3,
-}
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,16 @@ def pretrain_command(spec: dict, data: Path, out: Path, launcher: tuple[str, ...
         "--spec", json.dumps(spec), "--data", str(data), "--out", str(out / "checkpoint.pt"),
         "--state-dir", str(out / "state"), "--train-log", str(out / "log.json"),
     ]  # fmt: skip
+
+
+def tiny_moco_spec(**overrides) -> dict:
+    """A resolved MoCo pretraining spec small enough for a test: ResNet-10 at 32 px, fp32 on the CPU."""
+    spec = {
+        "run": "test", "recipe": "test", "method": "moco", "dataset": "imagenet", "arch": "resnet10",
+        "input_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.03, "lr_reference_batch": 8, "momentum": 0.9,
+        "weight_decay": 1e-4, "schedule": "cosine", "milestones": [], "workers": 0, "checkpoint_every": 1,
+        "augment": ["flip", "crop"], "augmentations": {"flip": {"p": 0.5}, "crop": {"scale": [0.2, 1.0]}},
+        "moco": {"dim": 8, "K": 32, "m": 0.99, "T": 0.2, "mlp": True, "shuffle_bn_splits": 2},
+        "device": "cpu", "precision": "fp32", "channels_last": False, "seed": 0,
+    }  # fmt: skip
+    return {**spec, **overrides}
