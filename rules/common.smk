@@ -23,6 +23,21 @@ def dataset_check(name):
     return f"results/datasets/{name}.json"
 
 
+def detection_checks(protocol):
+    """The dataset checks a detection protocol needs: its own dataset and any extra training set."""
+    entry = config["detection"][protocol]
+    names = [
+        entry["dataset"],
+        *(item["dataset"] for item in entry.get("extra_train", [])),
+    ]
+    return [dataset_check(name) for name in names]
+
+
+def extra_train_args(protocol):
+    pairs = gtc.extra_train_sets(config, protocol)
+    return " ".join(f"--extra-train {root} {split}" for root, split in pairs)
+
+
 def pretrain_dataset(run):
     return gtc.pretrain_spec(config, run)["dataset"]
 

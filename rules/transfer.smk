@@ -26,7 +26,7 @@ rule linear_readout:
 rule voc_detection:
     input:
         checkpoint=lambda w: checkpoint_of(w.run),
-        data=lambda w: dataset_check(config["detection"][w.protocol]["dataset"]),
+        data=lambda w: detection_checks(w.protocol),
     output:
         metrics="results/{protocol}/{run}/metrics.json",
         detections="results/{protocol}/{run}/detections.json",
@@ -45,7 +45,8 @@ rule voc_detection:
         spec=lambda w: spec_json(gtc.detection_spec(config, w.protocol, w.run)),
         root=lambda w: dataset_root(config["detection"][w.protocol]["dataset"]),
         state_dir="results/{protocol}/{run}/state",
+        extra=lambda w: extra_train_args(w.protocol),
     shell:
         "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {input.checkpoint} --data {params.root}"
         " --metrics {output.metrics} --detections {output.detections}"
-        " --state-dir {params.state_dir} 2> {log}"
+        " --state-dir {params.state_dir} {params.extra} 2> {log}"

@@ -94,3 +94,10 @@ def test_exemplar_and_table10_settings_follow_the_paper():
     assert gtc.pretrain_spec(merged, "exemplarv2-t0.2")["moco"]["T"] == 0.2
     assert gtc.pretrain_spec(merged, "mocov2-k1m-t0.1")["moco"]["K"] == 2**20
     assert gtc.pretrain_spec(merged, "supervised-800ep")["epochs"] == 800
+
+
+def test_voc0712_protocol_adds_voc2012_trainval_with_the_24k_schedule():
+    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
+    voc = paper["detection"]["voc0712"]
+    assert voc["extra_train"] == [{"dataset": "voc2012", "split": "trainval"}]
+    assert (voc["max_iter"], voc["steps"], voc["test_split"]) == (24000, [18000, 22000], "test")

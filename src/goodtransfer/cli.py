@@ -33,7 +33,13 @@ def _voc(args: argparse.Namespace) -> None:
     from goodtransfer.transfer.voc_detection import finetune_voc
 
     finetune_voc(
-        json.loads(args.spec), args.checkpoint, args.data, args.metrics, args.detections, args.state_dir
+        json.loads(args.spec),
+        args.checkpoint,
+        args.data,
+        args.metrics,
+        args.detections,
+        args.state_dir,
+        [(Path(root), split) for root, split in args.extra_train or []],
     )
 
 
@@ -96,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "voc":
             command.add_argument("--detections", type=Path, required=True)
             command.add_argument("--state-dir", type=Path, required=True)
+            command.add_argument(
+                "--extra-train",
+                nargs=2,
+                action="append",
+                metavar=("ROOT", "SPLIT"),
+                help="another VOC training set, e.g. VOC2012 trainval for 07+12",
+            )
     for command in (job, sub.choices["linear"], sub.choices["voc"]):
         command.add_argument("--spec", required=True, help="the job's resolved spec, JSON")
         command.add_argument("--data", type=Path, required=True, help="dataset root")

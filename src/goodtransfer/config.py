@@ -78,6 +78,12 @@ def detection_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[s
     return {**spec, **config["compute"], "classes": classes, "run": run, "seed": config["seed"]}
 
 
+def extra_train_sets(config: Mapping[str, Any], protocol: str) -> list[tuple[str, str]]:
+    """(root, split) of each additional training set of a detection protocol (VOC07+12's VOC2012)."""
+    extra = _lookup(config, "detection", protocol).get("extra_train", [])
+    return [(dataset_of(config, item["dataset"])["root"], item["split"]) for item in extra]
+
+
 def table_runs(config: Mapping[str, Any], table: str) -> list[str]:
     """Every pretraining run that appears as a row of ``table``."""
     declaration = _lookup(config, "tables", table)

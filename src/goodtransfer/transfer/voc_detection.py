@@ -190,11 +190,15 @@ def finetune_voc(
     metrics_out: Path,
     detections_out: Path,
     state_dir: Path,
+    extra_train: Sequence[tuple[Path, str]] = (),
 ) -> None:
+    """Fine-tune on ``train_splits`` of ``voc_root`` plus ``extra_train`` (root, split) pairs, e.g.
+    VOC2012 trainval for the 07+12 protocol; evaluate on ``test_split`` of ``voc_root``."""
     digest = spec_hash(spec)
     seed_everything(spec["seed"])
     classes = spec["classes"]
-    train_records = [r for split in spec["train_splits"] for r in load_split(voc_root, split, classes)]
+    parts = [(voc_root, split) for split in spec["train_splits"]] + [(Path(r), s) for r, s in extra_train]
+    train_records = [record for root, split in parts for record in load_split(root, split, classes)]
     test_records = load_split(voc_root, spec["test_split"], classes)
     compute = Compute.from_spec(spec)
     model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))

@@ -1,0 +1,40 @@
+"""VOC07+12: the fine-tune trains on VOC2007 trainval plus VOC2012 trainval and tests on VOC2007 test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from goodtransfer.checkpoint import save_backbone
+from goodtransfer.data.synthetic import generate_voc
+from goodtransfer.io import read_yaml
+from goodtransfer.models.backbone import backbone_state_dict, build_resnet
+from tests.workflow import ROOT
+
+CLASSES = ["aeroplane", "bicycle"]
+
+
+def test_extra_training_set_is_added_to_the_training_images(tmp_path):
+    voc07, voc12 = tmp_path / "VOC2007", tmp_path / "VOC2012"
+    for root, seed, trainval in ((voc07, 0, 6), (voc12, 1, 4)):
+        generate_voc(root, classes=CLASSES, trainval_images=trainval, test_images=4, image_size=64,
+                     max_objects=1, seed=seed)  # fmt: skip
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "checkpoint.pt"
+    meta = {"method": "random", "run": "r", "config_hash": "-", "epoch": 0, "arch": "resnet10"}
+    save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), meta)
+    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], "max_iter": 2, "steps": [1],
+            "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64, "classes": CLASSES, "run": "r",
+            "seed": 0, "device": "cpu", "precision": "fp32", "channels_last": False}  # fmt: skip
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "goodtransfer", "voc", "--spec", json.dumps(spec), "--checkpoint",
+               str(checkpoint), "--data", str(voc07), "--metrics", str(out / "metrics.json"), "--detections",
+               str(out / "detections.json"), "--state-dir", str(out / "state"), "--extra-train", str(voc12),
+               "trainval"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 6 + 4 and metrics["test_images"] == 4
