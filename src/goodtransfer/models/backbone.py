@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torchvision.models import resnet
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from goodtransfer.io import InputError
@@ -43,6 +41,3 @@ def pooled_features(model: ResNet, images: torch.Tensor) -> torch.Tensor:
 def backbone_state_dict(model: ResNet) -> dict[str, torch.Tensor]:
     """The backbone's weights without the classifier, as MoCo's released checkpoints keep them."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
-
-
-__all__ = ["build_resnet", "feature_dim", "pooled_features", "backbone_state_dict", "nn", "resnet"]
