@@ -44,7 +44,11 @@ def save_backbone(path: str | os.PathLike[str], state_dict: Mapping[str, torch.T
 
 def load_backbone(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read one of our backbone checkpoints; returns (state_dict, meta)."""
-    obj = load_torch(path)
+    return backbone_from(load_torch(path), path)
+
+
+def backbone_from(obj: Any, path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, meta) of an already loaded checkpoint of ours; ``path`` names it in errors."""
     if not isinstance(obj, dict) or "state_dict" not in obj or "meta" not in obj:
         keys = sorted(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
         raise InputError(f"{path}: expected a dict with 'state_dict' and 'meta' ({FORMAT}); found {keys}")

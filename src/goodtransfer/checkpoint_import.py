@@ -5,7 +5,7 @@ Every file is read with ``weights_only=True`` (through :func:`goodtransfer.check
 stores its command line as ``"args"``. Layouts understood:
 
 * ours, ``{"state_dict", "meta": {"format": "goodtransfer-backbone/1", ...}}`` (delegated to
-  :func:`goodtransfer.checkpoint.load_backbone`);
+  :func:`goodtransfer.checkpoint.backbone_from`);
 * MoCo v1/v2 (facebookresearch/moco ``main_moco.py``), ``{"epoch", "arch", "state_dict": {
   "module.encoder_q.*", "module.encoder_k.*", "module.queue", "module.queue_ptr"}, "optimizer"}``,
   also without ``module.`` (single GPU); only the query encoder is kept;
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from goodtransfer.checkpoint import FORMAT, load_backbone, load_torch
+from goodtransfer.checkpoint import FORMAT, backbone_from, load_torch
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import _ARCHS, build_resnet
 
@@ -61,7 +61,7 @@ def load_any_backbone(
     """
     obj = _read(path)
     if _is_ours(obj):
-        state_dict, meta = load_backbone(path)
+        state_dict, meta = backbone_from(obj, path)  # already read once: no second load
         state_dict, meta = dict(state_dict), {**meta, "source_format": FORMAT}
     else:
         state_dict, meta = _extract(path, obj)
