@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from goodtransfer.checkpoint import FORMAT, backbone_from, load_torch
+from goodtransfer.checkpoint import FORMAT, backbone_from, load_into, load_torch
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import _ARCHS, build_resnet
 
@@ -72,6 +72,14 @@ def load_any_backbone(
         meta["filled_num_batches_tracked"] = filled
     _verify(path, state_dict, expected, arch)
     return state_dict, {**meta, "arch": arch}
+
+
+def resnet_from_checkpoint(path: str | os.PathLike[str]) -> tuple[ResNet, dict[str, Any]]:
+    """A torchvision ResNet holding every backbone weight of ``path`` (any supported layout), and its meta."""
+    state_dict, meta = load_any_backbone(path)
+    model = build_resnet(meta["arch"])
+    load_into(model, state_dict, str(path))
+    return model, meta
 
 
 def _read(path: str | os.PathLike[str]) -> Any:

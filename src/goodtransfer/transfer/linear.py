@@ -18,12 +18,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms as T
 
-from goodtransfer.checkpoint import load_into
-from goodtransfer.checkpoint_import import load_any_backbone
+from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.imagefolder import image_folder
 from goodtransfer.device import Compute
 from goodtransfer.io import spec_hash, write_json
-from goodtransfer.models.backbone import build_resnet, feature_dim, pooled_features
+from goodtransfer.models.backbone import feature_dim, pooled_features
 from goodtransfer.pretrain.augment import eval_transform, normalize
 from goodtransfer.resume import seed_everything
 from goodtransfer.schedule import epoch_lr
@@ -83,9 +82,7 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
     digest, began = spec_hash(spec), time.time()
     seed_everything(spec["seed"])
     compute = Compute.from_spec(spec)
-    state_dict, meta = load_any_backbone(checkpoint)
-    backbone = build_resnet(meta["arch"])
-    load_into(backbone, state_dict, str(checkpoint))
+    backbone, _ = resnet_from_checkpoint(checkpoint)
     backbone = compute.module(backbone).eval()
     size = spec["input_size"]
     val = image_folder(data_root, "val", eval_transform(size))

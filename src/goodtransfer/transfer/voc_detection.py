@@ -18,13 +18,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
-from goodtransfer.checkpoint import load_into
-from goodtransfer.checkpoint_import import load_any_backbone
+from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
 from goodtransfer.io import spec_hash, write_json
-from goodtransfer.models.backbone import build_resnet
 from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import build_c4_detector
@@ -100,9 +98,7 @@ def _iteration_lr(spec: dict[str, Any], iteration: int) -> float:
 
 
 def build_from_checkpoint(spec: dict[str, Any], checkpoint: Path, num_classes: int) -> torch.nn.Module:
-    state_dict, meta = load_any_backbone(checkpoint)
-    resnet = build_resnet(meta["arch"])
-    load_into(resnet, state_dict, str(checkpoint))
+    resnet, _ = resnet_from_checkpoint(checkpoint)
     return build_c4_detector(resnet, num_classes, spec)
 
 
