@@ -239,7 +239,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return (u - u.min()) / span
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """An (h, w, 3) float image mixing two related random colours through one or two textures."""
     base = rng.uniform(0.0, 255.0, size=3)
     other = np.clip(base + rng.uniform(-110.0, 110.0, size=3), 0.0, 255.0)
@@ -389,7 +389,7 @@ class Scene:
         return np.clip(np.rint(self.pixels), 0, 255).astype(np.uint8)
 
 
-def _random_placement(
+def random_placement(
     rng: np.random.Generator,
     kind: int,
     h: int,
@@ -411,15 +411,15 @@ def _random_placement(
 
 def render_imagenet_image(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     """One dominant object of ``kind``, sometimes with small distractors of other kinds behind it."""
-    scene = Scene(_background(rng, size, size))
+    scene = Scene(background(rng, size, size))
     others = [k for k in range(len(KINDS)) if k != kind]
     if rng.random() < 0.4:
         for _ in range(int(rng.integers(1, 3))):
             distractor = others[int(rng.integers(len(others)))]
-            scene.add(rng, _random_placement(rng, distractor, size, size, (0.06, 0.12)))
+            scene.add(rng, random_placement(rng, distractor, size, size, (0.06, 0.12)))
     # The dominant object goes last (on top) and must always be painted: retry, then fall back to centre.
     for _ in range(20):
-        if scene.add(rng, _random_placement(rng, kind, size, size, (0.24, 0.4), (0.38, 0.62))):
+        if scene.add(rng, random_placement(rng, kind, size, size, (0.24, 0.4), (0.38, 0.62))):
             break
     else:
         scene.add(rng, Placement(kind, size / 2.0, size / 2.0, 0.3 * size, 1.0, 0.0), min_pixels=1)
@@ -466,11 +466,11 @@ def render_voc_image(
 
     ``first`` forces the class of the first, always-present, clearly visible object (used to guarantee
     every class occurs in every split)."""
-    scene = Scene(_background(rng, h, w))
+    scene = Scene(background(rng, h, w))
     count = int(rng.integers(1, max_objects + 1))
     kind = first if first is not None else int(rng.integers(len(classes)))
     for _ in range(20):
-        if scene.add(rng, _random_placement(rng, kind, h, w, (0.12, 0.3), (0.3, 0.7))):
+        if scene.add(rng, random_placement(rng, kind, h, w, (0.12, 0.3), (0.3, 0.7))):
             break
     else:
         scene.add(rng, Placement(kind, w / 2.0, h / 2.0, 0.25 * min(h, w), 1.0, 0.0), min_pixels=1)
@@ -478,7 +478,7 @@ def render_voc_image(
         kind = int(rng.integers(len(classes)))
         radii = (0.035, 0.06) if rng.random() < SMALL_OBJECT_PROB else (0.08, 0.28)
         for _ in range(10):
-            if scene.add(rng, _random_placement(rng, kind, h, w, radii), max_cover=0.45):
+            if scene.add(rng, random_placement(rng, kind, h, w, radii), max_cover=0.45):
                 break
     return scene.to_uint8(), _voc_objects(scene, classes)
 
@@ -493,7 +493,7 @@ def _save_jpeg(pixels: np.ndarray, path: Path) -> None:
 
 
 @contextmanager
-def _building(root: str | os.PathLike[str]) -> Iterator[Path]:
+def building_directory(root: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty hidden sibling of ``root``; on success swap it in place of ``root``."""
     target = Path(root)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -540,7 +540,7 @@ def generate_imagenet(
     size = _check_int("image_size", image_size, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE)
     seed = _check_int("seed", seed, 0)
     streams = {"train": _STREAM_IMAGENET_TRAIN, "val": _STREAM_IMAGENET_VAL}
-    with _building(root) as tmp:
+    with building_directory(root) as tmp:
         for split, per_class in counts.items():
             for cls in range(num_classes):
                 folder = tmp / split / imagenet_wnid(cls)
@@ -609,7 +609,7 @@ def generate_voc(
     # VOC2007 interleaves trainval and test ids, so assign ids to splits by a seeded shuffle.
     order = np.random.default_rng([seed, _STREAM_VOC_SPLIT]).permutation(n_trainval + n_test) + 1
     splits = {"trainval": sorted(order[:n_trainval].tolist()), "test": sorted(order[n_trainval:].tolist())}
-    with _building(root) as tmp:
+    with building_directory(root) as tmp:
         for sub in ("JPEGImages", "Annotations"):
             (tmp / sub).mkdir()
         for split, numbers in splits.items():
