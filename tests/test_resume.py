@@ -56,7 +56,9 @@ def test_killed_pretraining_resumes_from_last_checkpoint_and_matches_uninterrupt
 
     resumed = subprocess.run(_command(data, interrupted), check=True, capture_output=True, text=True)
     assert f"resuming mocov2-test from epoch {killed_at}" in resumed.stderr
-    assert "step 2/3 loss" in resumed.stderr and "epoch ETA" in resumed.stderr  # log_every: 2
+    # Progress counts whole-run steps (3 per epoch) from where it resumed, a line every 2 (log_every).
+    first_line = f"[pretrain mocov2-test] {killed_at * 3 + 2 - (killed_at * 3) % 2}/36 loss"
+    assert first_line in resumed.stderr and "img/s ETA" in resumed.stderr
     ours, meta = load_backbone(interrupted / "checkpoint.pt")
     reference, _ = load_backbone(straight / "checkpoint.pt")
     assert meta["epoch"] == SPEC["epochs"]

@@ -22,6 +22,7 @@ from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.pretrain import build_method
 from goodtransfer.pretrain import distributed as ddp
 from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_transform
+from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, seed_everything
 from goodtransfer.schedule import epoch_lr
 
@@ -49,7 +50,7 @@ def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
 
 
 def _run_epoch(
-    model: nn.Module, loader: DataLoader, optimizer, compute: Compute, spec: dict
+    model: nn.Module, loader: DataLoader, optimizer, compute: Compute, progress: Progress
 ) -> dict[str, float]:
     model.train()
     total, count, start = 0.0, 0, time.time()
@@ -62,20 +63,27 @@ def _run_epoch(
         loss.backward()
         optimizer.step()
         total, count = total + loss.item(), count + 1
-        if spec.get("log_every") and count % spec["log_every"] == 0 and ddp.rank() == 0:
-            rate = count * per_step / (time.time() - start)
-            eta = (len(loader) - count) * per_step / rate
-            print(
-                f"[pretrain] {spec['run']} step {count}/{len(loader)} loss {total / count:.4f} "
-                f"{rate:.0f} img/s epoch ETA {eta:.0f}s",
-                file=sys.stderr,
-            )
+        progress.update(loss=total / count)
     seconds = time.time() - start
     return {
         "loss": total / max(count, 1),
         "img_per_s": count * per_step / max(seconds, 1e-9),
         "seconds": seconds,
     }
+
+
+def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoch: int) -> Progress:
+    """Steps of the whole run (every epoch has the same number); rank 0 reports."""
+    steps = len(_loader(spec, data_root, two_views, 0))
+    return Progress(
+        f"pretrain {spec['run']}",
+        spec["epochs"] * steps,
+        done=start_epoch * steps,
+        items_per_step=spec["batch_size"],
+        unit="img",
+        every=spec.get("log_every", 0),
+        enabled=ddp.rank() == 0,
+    )
 
 
 def _build(spec: dict[str, Any], data_root: Path, compute: Compute) -> nn.Module:
@@ -145,6 +153,7 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], list(state["history"])
         print(f"[pretrain] resuming {spec['run']} from epoch {start_epoch}", file=sys.stderr)
+    progress = _progress(spec, data_root, method.two_views, start_epoch)
     for epoch in range(start_epoch, spec["epochs"]):
         # Reseeded per (seed, rank, epoch): a resumed epoch draws what it would have drawn, and no
         # per-rank RNG state needs saving.
@@ -152,14 +161,14 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(spec, epoch)
         loader = _loader(spec, data_root, method.two_views, epoch)
-        progress = {
+        summary = {
             "epoch": epoch + 1,
             "lr": epoch_lr(spec, epoch),
-            **_run_epoch(model, loader, optimizer, compute, spec),
+            **_run_epoch(model, loader, optimizer, compute, progress),
         }
-        history.append(progress)
+        history.append(summary)
         if ddp.rank() == 0:
-            _report(spec, epoch, progress)
+            _report(spec, epoch, summary)
         _checkpoint(spec, digest, epoch + 1, method, optimizer, resume, history, out)
     if ddp.rank() == 0:
         save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))

@@ -23,6 +23,7 @@ from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
 from goodtransfer.io import spec_hash, write_json
+from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import build_c4_detector
@@ -116,7 +117,14 @@ def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
     sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
     loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
     model.train()
-    began = time.time()
+    progress = Progress(
+        f"voc {spec['run']}",
+        spec["max_iter"],
+        done=start,
+        items_per_step=spec["ims_per_batch"],
+        unit="img",
+        every=spec["log_period"],
+    )
     for iteration, (images, targets, _) in enumerate(loader, start=start):
         for group in optimizer.param_groups:
             group["lr"] = _iteration_lr(spec, iteration)
@@ -127,13 +135,7 @@ def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
         loss.backward()
         optimizer.step()
         done = iteration + 1
-        if done % spec["log_period"] == 0 or done == spec["max_iter"]:
-            rate = (done - start) / max(time.time() - began, 1e-9)
-            print(
-                f"[voc] {spec['run']} iter {done}/{spec['max_iter']} loss {float(loss):.3f} "
-                f"{rate:.2f} it/s ETA {(spec['max_iter'] - done) / rate:.0f}s",
-                file=sys.stderr,
-            )
+        progress.update(loss=float(loss), lr=_iteration_lr(spec, iteration))
         if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
             resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
     return start
