@@ -61,15 +61,19 @@ def generated_dataset(wildcards):
     return [entry["root"]] if entry.get("generate") else []
 
 
-def generator_args(name):
+def generator_options(name):
+    """The stand-in generator's options as JSON (VOC also needs the class list)."""
     entry = gtc.dataset_of(config, name)
-    options = dict(entry["generate"], seed=config["seed"])
+    options = dict(entry["generate"])
     if entry["kind"] == "voc":
         options["classes"] = entry["classes"]
-    return " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in options.items()
-    )
+    return json.dumps(options, sort_keys=True)
+
+
+def transfer_protocols_pattern():
+    """Wildcard constraint matching exactly the configured ``transfer`` protocols."""
+    names = gtc.transfer_protocols(config)
+    return "|".join(names) if names else "(?!)"
 
 
 def table_metrics(table):

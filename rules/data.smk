@@ -17,10 +17,12 @@ for _name, _entry in config["datasets"].items():
             container:
                 PYTHON_CONTAINER
             params:
-                kind="imagenet" if _entry["kind"] == "imagefolder" else "voc",
-                args=generator_args(_name),
+                kind=_entry["kind"],
+                options=generator_options(_name),
+                seed=config["seed"],
             shell:
-                "python -m goodtransfer.data.synthetic {params.kind} --root {output} {params.args} 2> {log}"
+                "python -m goodtransfer generate --kind {params.kind} --root {output} --seed {params.seed}"
+                " --options {params.options:q} 2> {log}"
 
 
 rule check_dataset:

@@ -43,10 +43,29 @@ def _voc(args: argparse.Namespace) -> None:
     )
 
 
-def _check_dataset(args: argparse.Namespace) -> None:
-    from goodtransfer.data.check import check_dataset
+def _transfer(args: argparse.Namespace) -> None:
+    from goodtransfer.transfer.tasks import runner, task
 
-    write_json(args.out, check_dataset(args.kind, args.root, args.classes or None))
+    spec = json.loads(args.spec)
+    expected = task(spec["task"]).data_kind
+    if spec.get("data_kind") != expected:
+        raise InputError(
+            f"config: transfer.{spec.get('protocol')}: dataset {spec.get('dataset')!r} is of kind "
+            f"{spec.get('data_kind')!r}; task {spec['task']!r} expects a {expected!r} dataset"
+        )
+    runner(spec["task"])(spec, args.checkpoint, args.data, args.metrics, args.state_dir)
+
+
+def _check_dataset(args: argparse.Namespace) -> None:
+    from goodtransfer.data.registry import check
+
+    write_json(args.out, check(args.kind, args.root, args.classes or None))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from goodtransfer.data.registry import generate
+
+    generate(args.kind, args.root, args.seed, json.loads(args.options))
 
 
 def _table(args: argparse.Namespace) -> None:
@@ -81,6 +100,8 @@ def _spec(args: argparse.Namespace) -> None:
         spec = gtc.pretrain_spec(merged, args.run)
     elif args.kind == "linear":
         spec = gtc.linear_spec(merged, args.run)
+    elif args.kind in merged.get("transfer", {}):
+        spec = gtc.transfer_spec(merged, args.kind, args.run)
     else:
         spec = gtc.detection_spec(merged, args.kind, args.run)
     print(json.dumps(spec, sort_keys=True))
@@ -94,14 +115,19 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
     job.add_argument("--train-log", type=Path, required=True, help="per-epoch loss and speed, JSON")
     job.set_defaults(func=_pretrain)
-    for name, func, help_text in (("linear", _linear, "linear readout"), ("voc", _voc, "VOC detection")):
+    for name, func, help_text in (
+        ("linear", _linear, "linear readout"),
+        ("voc", _voc, "VOC detection"),
+        ("transfer", _transfer, "a registered downstream task (COCO, Cityscapes, few-shot, MAFL)"),
+    ):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("--checkpoint", type=Path, required=True)
         command.add_argument("--metrics", type=Path, required=True)
         command.set_defaults(func=func)
+        if name in ("voc", "transfer"):
+            command.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
         if name == "voc":
             command.add_argument("--detections", type=Path, required=True)
-            command.add_argument("--state-dir", type=Path, required=True)
             command.add_argument(
                 "--extra-train",
                 nargs=2,
@@ -109,16 +135,22 @@ def _parser() -> argparse.ArgumentParser:
                 metavar=("ROOT", "SPLIT"),
                 help="another VOC training set, e.g. VOC2012 trainval for 07+12",
             )
-    for command in (job, sub.choices["linear"], sub.choices["voc"]):
+    for command in (job, sub.choices["linear"], sub.choices["voc"], sub.choices["transfer"]):
         command.add_argument("--spec", required=True, help="the job's resolved spec, JSON")
         command.add_argument("--data", type=Path, required=True, help="dataset root")
     job.add_argument("--out", type=Path, required=True)
     check = sub.add_parser("check-dataset", help="check a dataset's layout and write a summary")
-    check.add_argument("--kind", choices=["imagefolder", "voc"], required=True)
+    check.add_argument("--kind", required=True, help="a dataset kind: imagefolder, voc, coco, ...")
     check.add_argument("--root", type=Path, required=True)
     check.add_argument("--classes", nargs="*", default=None)
     check.add_argument("--out", type=Path, required=True)
     check.set_defaults(func=_check_dataset)
+    generate = sub.add_parser("generate", help="write a generated stand-in dataset in its real format")
+    generate.add_argument("--kind", required=True, help="a dataset kind: imagefolder, voc, coco, ...")
+    generate.add_argument("--root", type=Path, required=True)
+    generate.add_argument("--seed", type=int, required=True)
+    generate.add_argument("--options", required=True, help="the dataset's generate options, JSON")
+    generate.set_defaults(func=_generate)
     table = sub.add_parser("table", help="assemble a table JSON from metrics files")
     table.add_argument("--name", required=True)
     table.add_argument("--declaration", required=True, help="the table's config entry, JSON")
@@ -148,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in {"pretrain", "linear", "voc"}:
+        if args.command in {"pretrain", "linear", "voc", "transfer"}:
             _threads(args.threads)
         args.func(args)
     except InputError as err:

@@ -47,6 +47,8 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
     spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
     _check_contrastive(spec, run)
+    if not spec.get("import_from"):
+        spec["data_kind"] = dataset_of(config, spec["dataset"])["kind"]
     return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
 
 
@@ -76,6 +78,24 @@ def detection_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[s
     spec = dict(_lookup(config, "detection", protocol))
     classes = dataset_of(config, spec["dataset"])["classes"]
     return {**spec, **config["compute"], "classes": classes, "run": run, "seed": config["seed"]}
+
+
+def transfer_protocols(config: Mapping[str, Any]) -> list[str]:
+    return list(config.get("transfer", {}))
+
+
+def transfer_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[str, Any]:
+    """A ``transfer`` protocol's settings for one run; ``task`` and ``dataset`` say what runs on what."""
+    entry = dict(_lookup(config, "transfer", protocol))
+    kind = dataset_of(config, entry["dataset"])["kind"]
+    return {
+        **entry,
+        **config["compute"],
+        "data_kind": kind,
+        "protocol": protocol,
+        "run": run,
+        "seed": config["seed"],
+    }
 
 
 def extra_train_sets(config: Mapping[str, Any], protocol: str) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
-from goodtransfer.data.imagefolder import image_folder
+from goodtransfer.data.registry import pretraining_images
 from goodtransfer.device import Compute
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict
@@ -31,7 +31,9 @@ def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) 
     """This rank's batches of one epoch; the order depends only on (seed, epoch), so restarts agree."""
     order = spec.get("augment_order", MOCO_V2_ORDER)
     transform = pretrain_transform(spec["augment"], spec["augmentations"], spec["input_size"], order)
-    dataset = image_folder(data_root, "train", TwoViews(transform) if two_views else transform)
+    dataset = pretraining_images(
+        spec.get("data_kind", "imagefolder"), data_root, TwoViews(transform) if two_views else transform
+    )
     per_rank = spec["batch_size"] // ddp.world_size()
     options: dict[str, Any] = {"batch_size": per_rank, "drop_last": True, "num_workers": spec["workers"]}
     if ddp.is_distributed():
@@ -89,7 +91,7 @@ def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoc
 def _build(spec: dict[str, Any], data_root: Path, compute: Compute) -> nn.Module:
     if spec["batch_size"] % ddp.world_size():
         raise InputError(f"batch_size {spec['batch_size']} is not divisible by {ddp.world_size()} processes")
-    num_classes = len(image_folder(data_root, "train", None).classes)
+    num_classes = len(pretraining_images(spec.get("data_kind", "imagefolder"), data_root, None).classes)
     model = build_method(spec, num_classes)
     if ddp.is_distributed() and spec.get("sync_bn", False):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

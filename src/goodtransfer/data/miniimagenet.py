@@ -1,0 +1,283 @@
+"""Mini-ImageNet in Ravi & Larochelle's class split (64 base / 16 val / 20 novel classes, 600 images each).
+
+The layout is the one most few-shot code reads (Ravi & Larochelle's csv files next to the unpacked images)::
+
+    <root>/images/n0153282900000005.jpg ...
+    <root>/train.csv, val.csv, test.csv      header 'filename,label'; label is a WordNet id (n01532829)
+
+Labels are indices into the split's sorted WordNet ids. For the base-class accuracy of Table 4 the base
+(train.csv) images of every class are divided, by a seeded permutation per class, into ``base_train`` (what
+pretraining may see) and ``base_val`` (held out); a pretraining job must use :func:`labelled_images` with
+the same fraction and seed as the few-shot protocol.
+
+:func:`generate` writes a stand-in in the same layout from the synthetic shape renderer: class ``c``
+(numbered over train, val, test in that order) is drawn as shape kind ``c % 24``. With more classes than
+the 24 kinds, each class also gets a colour band: the hue circle is cut into ``ceil(classes / 24)`` bands
+and class ``c``'s dominant object is tinted with a hue from band ``c // 24``, so two classes sharing a
+shape differ in object colour (and no class's colours overlap another's).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from goodtransfer.data.synthetic import (
+    JPEG_QUALITY,
+    KINDS,
+    MAX_IMAGE_SIDE,
+    MIN_IMAGE_SIDE,
+    Placement,
+    Scene,
+    background,
+    building_directory,
+    imagenet_wnid,
+    random_placement,
+)
+from goodtransfer.io import InputError
+
+LAYOUT = (
+    "<root>/images/<filename>.jpg plus <root>/{train,val,test}.csv, each with header 'filename,label' "
+    "(label = WordNet id such as n01532829; Ravi & Larochelle's Mini-ImageNet split)"
+)
+SPLITS = ("train", "val", "test")
+BASE_PARTS = ("base_train", "base_val")
+HEADER = ("filename", "label")
+PAPER_CLASSES_PER_SPLIT = (64, 16, 20)
+
+_STREAM_IMAGES = 21  # fixed tag: an image's random stream never depends on how many other images exist
+
+
+class Row(NamedTuple):
+    filename: str
+    wnid: str
+    line: int  # 1-based line in the csv, for error messages
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------------
+
+
+def _read_csv(root: Path, split: str) -> list[Row]:
+    path = root / f"{split}.csv"
+    if not path.is_file():
+        raise InputError(f"{path}: split file not found; expected the layout {LAYOUT}")
+    rows: list[Row] = []
+    seen: set[str] = set()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or tuple(field.strip() for field in header) != HEADER:
+            raise InputError(f"{path}: line 1: header is {header}; expected 'filename,label' ({LAYOUT})")
+        for line, fields in enumerate(reader, start=2):
+            if not any(field.strip() for field in fields):
+                continue
+            if len(fields) != 2:
+                raise InputError(
+                    f"{path}: line {line}: got {len(fields)} fields {fields}; expected 'filename,label'"
+                )
+            filename, wnid = fields[0].strip(), fields[1].strip()
+            # A path separator would let a listed file escape images/.
+            if not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
+                raise InputError(f"{path}: line {line}: field filename {filename!r} is not a plain file name")
+            if not wnid:
+                raise InputError(f"{path}: line {line}: field label is empty; expected a WordNet id")
+            if filename in seen:
+                raise InputError(f"{path}: line {line}: filename {filename} is listed twice")
+            seen.add(filename)
+            rows.append(Row(filename, wnid, line))
+    if not rows:
+        raise InputError(f"{path}: lists no images; expected 'filename,label' rows after the header")
+    return rows
+
+
+def _read_all(root: Path) -> dict[str, list[Row]]:
+    """All three csv files, verified to use disjoint classes (the point of a few-shot split)."""
+    if not root.is_dir():
+        raise InputError(f"{root}: dataset folder not found; expected the layout {LAYOUT}")
+    tables = {split: _read_csv(root, split) for split in SPLITS}
+    owner: dict[str, str] = {}
+    for split, rows in tables.items():
+        for row in rows:
+            first = owner.setdefault(row.wnid, split)
+            if first != split:
+                raise InputError(
+                    f"{root / f'{split}.csv'}: line {row.line}: class {row.wnid} is also in {first}.csv; "
+                    "expected disjoint classes in train/val/test"
+                )
+    return tables
+
+
+def _require_images(root: Path, split: str, rows: list[Row]) -> None:
+    folder = root / "images"
+    if not folder.is_dir():
+        raise InputError(f"{folder}: image folder not found; expected the layout {LAYOUT}")
+    present = set(os.listdir(folder))
+    for row in rows:
+        if row.filename not in present:
+            raise InputError(
+                f"{folder / row.filename}: image listed in {split}.csv line {row.line} not found; "
+                f"expected the layout {LAYOUT}"
+            )
+
+
+def load_split(root: str | Path, split: str) -> tuple[list[Path], list[int], list[str]]:
+    """(image paths, label indices, sorted WordNet ids) of ``split`` in csv order; every image must exist."""
+    if split not in SPLITS:
+        raise InputError(f"split: got {split!r}; expected one of {SPLITS}")
+    root = Path(root)
+    rows = _read_all(root)[split]
+    _require_images(root, split, rows)
+    classes = sorted({row.wnid for row in rows})
+    index = {wnid: i for i, wnid in enumerate(classes)}
+    return [root / "images" / row.filename for row in rows], [index[row.wnid] for row in rows], classes
+
+
+def base_class_split(
+    root: str | Path, held_out_fraction: float = 0.1, seed: int = 0
+) -> dict[str, tuple[list[Path], list[int]]]:
+    """Divide each base class's images into ``base_train`` and ``base_val`` (held out), deterministically.
+
+    Per class, its file names are sorted and permuted by ``default_rng([seed, class index])``; the first
+    ``max(1, round(fraction * n))`` are held out. Both parts keep csv order; labels index the sorted wnids."""
+    fraction = float(held_out_fraction)
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"held_out_fraction: got {held_out_fraction!r}; expected a number in (0, 1)")
+    paths, labels, classes = load_split(root, "train")
+    held: set[Path] = set()
+    for cls, wnid in enumerate(classes):
+        members = sorted(
+            (p for p, label in zip(paths, labels, strict=True) if label == cls), key=lambda p: p.name
+        )
+        count = max(1, round(fraction * len(members)))
+        if count >= len(members):
+            raise InputError(
+                f"{Path(root) / 'train.csv'}: class {wnid} has {len(members)} images; holding out "
+                f"{count} leaves none for base_train (lower held_out_fraction or add images)"
+            )
+        order = np.random.default_rng([int(seed), cls]).permutation(len(members))
+        held.update(members[i] for i in order[:count])
+    parts: dict[str, tuple[list[Path], list[int]]] = {"base_train": ([], []), "base_val": ([], [])}
+    for path, label in zip(paths, labels, strict=True):
+        part = parts["base_val" if path in held else "base_train"]
+        part[0].append(path)
+        part[1].append(label)
+    return parts
+
+
+def labelled_images(
+    root: str | Path, part: str, *, held_out_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Path], list[int]]:
+    """(paths, labels) of ``base_train`` (for pretraining) or ``base_val`` (base-class accuracy)."""
+    if part not in BASE_PARTS:
+        raise InputError(f"part: got {part!r}; expected one of {BASE_PARTS}")
+    return base_class_split(root, held_out_fraction, seed)[part]
+
+
+def check(root: str | Path) -> dict[str, dict[str, int]]:
+    """Verify the layout in place: three csvs, disjoint classes, every listed image present."""
+    root = Path(root)
+    summary: dict[str, dict[str, int]] = {}
+    for split, rows in _read_all(root).items():
+        _require_images(root, split, rows)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.wnid] = counts.get(row.wnid, 0) + 1
+        summary[split] = {
+            "classes": len(counts),
+            "images": len(rows),
+            "min_per_class": min(counts.values()),
+            "max_per_class": max(counts.values()),
+        }
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------------
+# Generated stand-in
+# --------------------------------------------------------------------------------------------------------
+
+
+def _tint(scene: Scene, object_id: int, band: int, bands: int, rng: np.random.Generator) -> None:
+    """Recolour one object with a hue from its band, keeping its pattern and shading as luminance."""
+    mask = scene.ids == object_id
+    luminance = scene.pixels[mask] @ np.array([0.299, 0.587, 0.114], dtype=np.float32) / 255.0
+    # Hues stay off the band edges so that neighbouring bands never look alike.
+    hue = rng.uniform((band + 0.15) / bands, (band + 0.85) / bands)
+    rgb = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), 1.0), dtype=np.float32)
+    scene.pixels[mask] = (0.25 + 0.75 * luminance)[:, None] * rgb * 255.0
+
+
+def render_class_image(rng: np.random.Generator, kind: int, band: int, bands: int, size: int) -> np.ndarray:
+    """One dominant object of ``kind`` (tinted into colour ``band`` when ``bands`` > 1), maybe distractors."""
+    scene = Scene(background(rng, size, size))
+    others = [k for k in range(len(KINDS)) if k != kind]
+    if rng.random() < 0.4:
+        for _ in range(int(rng.integers(1, 3))):
+            scene.add(
+                rng, random_placement(rng, others[int(rng.integers(len(others)))], size, size, (0.06, 0.12))
+            )
+    # The dominant object goes last (on top) and must always be painted: retry, then fall back to centre.
+    for _ in range(20):
+        if scene.add(rng, random_placement(rng, kind, size, size, (0.24, 0.4), (0.38, 0.62))):
+            break
+    else:
+        scene.add(rng, Placement(kind, size / 2.0, size / 2.0, 0.3 * size, 1.0, 0.0), min_pixels=1)
+    if bands > 1:
+        _tint(scene, len(scene.placements), band, bands, rng)
+    return scene.to_uint8()
+
+
+def _int_at_least(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name}: expected an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise InputError(
+            f"{name}: expected an integer >= {low}{f' and <= {high}' if high else ''}, got {value}"
+        )
+    return int(value)
+
+
+def image_filename(wnid: str, number: int) -> str:
+    """Real Mini-ImageNet names: the wnid followed by an 8-digit image number, e.g. n0153282900000005.jpg."""
+    return f"{wnid}{number:08d}.jpg"
+
+
+def generate(
+    root: str | Path,
+    *,
+    seed: int,
+    classes_per_split: tuple[int, int, int] = PAPER_CLASSES_PER_SPLIT,
+    images_per_class: int = 600,
+    image_size: int = 84,
+) -> None:
+    """Write ``images/`` and ``{train,val,test}.csv`` for a generated stand-in; byte-identical for a seed."""
+    if len(classes_per_split) != len(SPLITS):
+        raise InputError(f"classes_per_split: got {classes_per_split!r}; expected (train, val, test) counts")
+    counts = [_int_at_least(f"classes_per_split[{i}]", n, 1) for i, n in enumerate(classes_per_split)]
+    per_class = _int_at_least("images_per_class", images_per_class, 2)
+    size = _int_at_least("image_size", image_size, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    seed = _int_at_least("seed", seed, 0)
+    bands = math.ceil(sum(counts) / len(KINDS))
+    with building_directory(root) as tmp:
+        (tmp / "images").mkdir()
+        first = 0
+        for split, count in zip(SPLITS, counts, strict=True):
+            lines = ["filename,label\n"]
+            for cls in range(first, first + count):
+                wnid = imagenet_wnid(cls)
+                for n in range(per_class):
+                    rng = np.random.default_rng([seed, _STREAM_IMAGES, cls, n])
+                    pixels = render_class_image(rng, cls % len(KINDS), cls // len(KINDS), bands, size)
+                    name = image_filename(wnid, n + 1)
+                    Image.fromarray(pixels).save(tmp / "images" / name, format="JPEG", quality=JPEG_QUALITY)
+                    lines.append(f"{name},{wnid}\n")
+            (tmp / f"{split}.csv").write_text("".join(lines), encoding="utf-8")
+            first += count

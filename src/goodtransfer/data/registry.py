@@ -1,0 +1,98 @@
+"""Dataset kinds by name: how each is checked in place, generated as a stand-in, and read for pretraining.
+
+A dataset entry of the config names its ``kind``; adding a dataset format is one module with
+``check(root)`` and ``generate(root, *, seed, ...)`` plus one line in ``_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from goodtransfer.io import InputError
+
+# Kinds whose module follows the check/generate contract.
+_MODULES = {
+    "coco": "goodtransfer.data.coco",
+    "cityscapes": "goodtransfer.data.cityscapes",
+    "miniimagenet": "goodtransfer.data.miniimagenet",
+    "celeba": "goodtransfer.data.celeba",
+}
+KINDS = ("imagefolder", "voc", *_MODULES)
+
+
+def _module(kind: str) -> Any:
+    if kind not in KINDS:
+        raise InputError(f"dataset kind {kind!r} is unknown; expected one of {list(KINDS)}")
+    return importlib.import_module(_MODULES[kind])
+
+
+def check(kind: str, root: Path, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Verify a dataset in place; a JSON summary (counts per split) or InputError naming what is wrong."""
+    if kind in ("imagefolder", "voc"):
+        from goodtransfer.data.check import check_dataset
+
+        return check_dataset(kind, root, classes)
+    if not Path(root).is_dir():
+        raise InputError(f"{root}: dataset folder not found; expected the layout {_module(kind).LAYOUT}")
+    return {"kind": kind, "root": str(root), **_module(kind).check(Path(root))}
+
+
+def generate(kind: str, root: Path, seed: int, options: Mapping[str, Any]) -> None:
+    """Write the generated stand-in of ``kind`` at ``root`` (atomically: a whole tree or nothing)."""
+    from goodtransfer.data import synthetic
+
+    options = dict(options)
+    if kind == "imagefolder":
+        synthetic.generate_imagenet(root, seed=seed, **options)
+    elif kind == "voc":
+        size = options.pop("image_size")
+        synthetic.generate_voc(root, seed=seed, image_size=_size(size), **options)
+    else:
+        sized = {k: _size(v) if k == "image_size" else v for k, v in options.items()}
+        try:
+            _module(kind).generate(root, seed=seed, **sized)
+        except TypeError as err:  # an option the generator does not take
+            raise InputError(f"generate options {sorted(options)} of dataset kind {kind!r}: {err}") from None
+
+
+def _size(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class LabelledImages(Dataset):
+    """(image, label) pairs from lists, for pretraining on datasets that are not class folders."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Callable | None) -> None:
+        self.paths, self.targets, self.transform = list(paths), list(labels), transform
+        self.classes = sorted(set(self.targets))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = Image.open(self.paths[index]).convert("RGB")
+        return (self.transform(image) if self.transform else image), self.targets[index]
+
+
+def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dataset:
+    """The labelled training images a pretraining run sees: ImageNet-style ``train/``, Mini-ImageNet's
+    base-class training part (Table 4), or CelebA identities without the MAFL test faces (Table 5)."""
+    if kind == "imagefolder":
+        from goodtransfer.data.imagefolder import image_folder
+
+        return image_folder(root, "train", transform)
+    if kind == "miniimagenet":
+        paths, labels = _module(kind).labelled_images(root, "base_train")
+    elif kind == "celeba":
+        paths, labels = _module(kind).labelled_images(root, exclude_mafl_test=True)
+    else:
+        raise InputError(
+            f"dataset kind {kind!r} cannot be pretrained on; expected imagefolder, miniimagenet or celeba"
+        )
+    return LabelledImages(paths, labels, transform)

@@ -1,0 +1,418 @@
+"""COCO detection + instance segmentation: Mask R-CNN R50-C4 fine-tuning (MoCo's ``coco_R_50_C4``), COCO AP.
+
+Model: ``c4.build_c4_detector`` (res4 backbone and RPN, 14x14 RoIAlign, res5 + extra BN, class-specific
+boxes) plus the mask branch of detectron2's ``Res5ROIHeads``: the res5 maps of the positive RoIs also feed
+``MaskRCNNConvUpsampleHead`` with NUM_CONV 0 (ConvTranspose2d 2048->256 k2 s2, ReLU, 1x1 conv to one mask
+per class). Mask targets rasterise each gt polygon inside its proposal box (detectron2's polygon
+``crop_and_resize``); the loss is BCE on the gt-class channel. At test time res5 runs again on the
+detected boxes and the masks are pasted by bilinear sampling and thresholded at 0.5, as detectron2 does.
+Training follows detectron2's solver (no weight decay on BatchNorm parameters) and MoCo's PreciseBN.
+Differs from detectron2, as ``voc_detection`` does: torchvision's RPN and box losses, batch padding to 32,
+and resizing of float tensors (no antialiasing, sides floored rather than rounded).
+
+Spec keys: ``train_splits`` (e.g. [train2017]), ``test_split`` (val2017), ``max_iter``, ``ims_per_batch``,
+``base_lr``, ``momentum``, ``weight_decay``, ``weight_decay_norm`` (SOLVER.WEIGHT_DECAY_NORM), ``steps``,
+``warmup_iters``, ``warmup_factor``, ``min_size_train`` (shortest sides, one drawn per image),
+``min_size_test``, ``max_size``, ``anchor_sizes``, ``aspect_ratios``, ``rpn`` {pre_nms_topk_train,
+post_nms_topk_train, pre_nms_topk_test, post_nms_topk_test, batch_size_per_image}, ``roi_heads``
+{pooler_resolution, batch_size_per_image, score_thresh_test, nms_thresh_test, detections_per_image},
+``mask_resolution`` (the head's output side, 2 * ceil(pooler_resolution / 2)), ``mask_conv_dim``,
+``precise_bn_iters`` (TEST.PRECISE_BN.NUM_ITER; 0 turns it off), ``test_batch``, ``checkpoint_period``,
+``log_period``, ``workers``, ``seed``, ``run``, ``device``, ``precision``, ``channels_last``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_util
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.resnet import ResNet
+from torchvision.transforms.functional import pil_to_tensor
+
+from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
+from goodtransfer.device import Compute
+from goodtransfer.evaluate.coco import evaluate_coco
+from goodtransfer.io import InputError, spec_hash, write_json, write_text
+from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.schedule import linear_warmup, step
+from goodtransfer.transfer.c4 import build_c4_detector
+from goodtransfer.transfer.voc_detection import IterationSampler
+
+SPEC_KEYS = (
+    "train_splits", "test_split", "max_iter", "ims_per_batch", "base_lr", "momentum", "weight_decay",
+    "weight_decay_norm", "steps", "warmup_iters", "warmup_factor", "min_size_train", "min_size_test",
+    "max_size", "anchor_sizes", "aspect_ratios", "rpn", "roi_heads", "mask_resolution", "mask_conv_dim",
+    "precise_bn_iters", "test_batch", "checkpoint_period", "log_period", "workers", "seed", "run",
+)  # fmt: skip
+METRICS = tuple(f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("AP", "AP50", "AP75"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------
+
+
+def polygons_in_box(polygons: Sequence[np.ndarray], box: Sequence[float], size: int) -> np.ndarray:
+    """detectron2's ``rasterize_polygons_within_box``: the polygons' union on a size x size grid over box."""
+    x0, y0, x1, y1 = box
+    scale = np.array([size / max(x1 - x0, 0.1), size / max(y1 - y0, 0.1)])
+    shifted = [((p.reshape(-1, 2) - (x0, y0)) * scale).ravel() for p in polygons]
+    return mask_util.decode(mask_util.merge(mask_util.frPyObjects(shifted, size, size)))
+
+
+def paste_masks(
+    masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], chunk: int = 32
+) -> torch.Tensor:
+    """(N, M, M) probabilities in box frames -> (N, H, W) in the image (detectron2's ``_do_paste_mask``)."""
+    h, w = size
+    ys = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
+    pasted = [masks.new_zeros((0, h, w), dtype=torch.float32)]
+    for part, box in zip(masks.float().split(chunk), boxes.float().split(chunk), strict=True):
+        x0, y0, x1, y1 = (v[:, None] for v in box.unbind(1))
+        gx = ((xs[None] - x0) / (x1 - x0) * 2 - 1)[:, None, :].expand(-1, h, -1)
+        gy = ((ys[None] - y0) / (y1 - y0) * 2 - 1)[:, :, None].expand(-1, -1, w)
+        grid = torch.stack([gx, gy], dim=3)
+        pasted.append(F.grid_sample(part[:, None], grid, align_corners=False)[:, 0])
+    return torch.cat(pasted)
+
+
+class PolygonTransform(GeneralizedRCNNTransform):
+    """torchvision's resize/normalise/batch, also scaling ``target["polygons"]`` and pasting masks."""
+
+    def resize(self, image: torch.Tensor, target: dict[str, Any] | None = None):
+        height, width = image.shape[-2:]
+        image, target = super().resize(image, target)
+        if target is not None and "polygons" in target:
+            scale = np.array([image.shape[-1] / width, image.shape[-2] / height])
+            target["polygons"] = [[(p.reshape(-1, 2) * scale).ravel() for p in i] for i in target["polygons"]]
+        return image, target
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        if self.training:
+            return result
+        masks = [r.pop("masks") for r in result]
+        result = super().postprocess(result, image_shapes, original_image_sizes)
+        for r, m, size in zip(result, masks, original_image_sizes, strict=True):
+            r["masks"] = paste_masks(m[:, 0], r["boxes"], (int(size[0]), int(size[1])))[:, None]
+        return result
+
+
+class C4MaskHead(nn.Module):
+    """detectron2's MaskRCNNConvUpsampleHead with NUM_CONV 0: deconv x2, ReLU, class-specific 1x1 logits."""
+
+    def __init__(self, in_channels: int, conv_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(in_channels, conv_dim, kernel_size=2, stride=2)
+        self.predictor = nn.Conv2d(conv_dim, num_classes, kernel_size=1)
+        nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")  # c2_msra_fill
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        for layer in (self.deconv, self.predictor):
+            nn.init.constant_(layer.bias, 0.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.predictor(F.relu(self.deconv(features)))
+
+
+class Res5MaskRoIHeads(RoIHeads):
+    """detectron2's Res5ROIHeads with a mask head: res5 runs once on the sampled RoIs for both heads."""
+
+    def __init__(self, heads: RoIHeads, mask_head: C4MaskHead, mask_resolution: int) -> None:
+        super().__init__(
+            heads.box_roi_pool, heads.box_head, heads.box_predictor,
+            heads.proposal_matcher.high_threshold, heads.proposal_matcher.low_threshold,
+            heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction,
+            heads.box_coder.weights, heads.score_thresh, heads.nms_thresh, heads.detections_per_img,
+        )  # fmt: skip
+        self.mask_head, self.mask_resolution = mask_head, mask_resolution
+
+    def _res5(
+        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], shapes: Any
+    ) -> torch.Tensor:
+        pooled = self.box_roi_pool(features, boxes, shapes)
+        return self.box_head.norm(self.box_head.res5(pooled))
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if self.training:
+            proposals, matched, labels, regression_targets = self.select_training_samples(proposals, targets)
+        maps = self._res5(features, proposals, image_shapes)
+        class_logits, box_regression = self.box_predictor(maps.mean(dim=(2, 3)))
+        if self.training:
+            loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            loss_mask = self._mask_loss(maps, proposals, matched, labels, targets)
+            return [], {"loss_classifier": loss_cls, "loss_box_reg": loss_box, "loss_mask": loss_mask}
+        boxes, scores, labels = self.postprocess_detections(
+            class_logits, box_regression, proposals, image_shapes
+        )
+        masks = self._predict_masks(features, boxes, labels, image_shapes)
+        return [
+            {"boxes": b, "labels": c, "scores": s, "masks": m}
+            for b, c, s, m in zip(boxes, labels, scores, masks, strict=True)
+        ], {}
+
+    def _mask_loss(self, maps, proposals, matched, labels, targets) -> torch.Tensor:
+        foreground = torch.cat(labels) > 0
+        logits = self.mask_head(maps[foreground]).float()
+        if logits.shape[0] == 0:
+            return logits.sum() * 0
+        wanted = []
+        for boxes, gt_index, label, target in zip(proposals, matched, labels, targets, strict=True):
+            fg = label > 0
+            for box, gt in zip(boxes[fg].tolist(), gt_index[fg].tolist(), strict=True):
+                wanted.append(polygons_in_box(target["polygons"][gt], box, self.mask_resolution))
+        mask_targets = torch.from_numpy(np.stack(wanted)).to(logits.device, torch.float32)
+        classes = torch.cat(labels)[foreground] - 1
+        picked = logits[torch.arange(len(classes), device=logits.device), classes]
+        return F.binary_cross_entropy_with_logits(picked, mask_targets)
+
+    def _predict_masks(self, features, boxes, labels, image_shapes) -> list[torch.Tensor]:
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            side = self.mask_resolution
+            return [b.new_zeros((0, 1, side, side)) for b in boxes]
+        logits = self.mask_head(self._res5(features, boxes, image_shapes)).float()
+        classes = torch.cat(labels) - 1
+        probs = logits[torch.arange(len(classes), device=logits.device), classes].sigmoid()
+        return list(probs[:, None].split(counts))
+
+
+def build_c4_mask_rcnn(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
+    """``c4.build_c4_detector`` with the mask branch: a torchvision Mask R-CNN in inputs and outputs."""
+    resolution = 2 * math.ceil(spec["roi_heads"]["pooler_resolution"] / 2)  # res5 halves, the deconv doubles
+    if spec["mask_resolution"] != resolution:
+        raise InputError(
+            f"spec: mask_resolution is {spec['mask_resolution']}; the C4 mask head gives {resolution} "
+            f"for roi_heads.pooler_resolution {spec['roi_heads']['pooler_resolution']}"
+        )
+    model = build_c4_detector(resnet, num_classes, spec)
+    old = model.transform
+    model.transform = PolygonTransform(old.min_size, old.max_size, old.image_mean, old.image_std)
+    mask_head = C4MaskHead(model.roi_heads.box_head.out_channels, spec["mask_conv_dim"], num_classes)
+    model.roi_heads = Res5MaskRoIHeads(model.roi_heads, mask_head, resolution)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------
+
+
+class CocoInstanceData(Dataset):
+    """Images in [0, 1], targets {boxes, labels 1..K, polygons}; item (position, flip)."""
+
+    def __init__(self, records: Sequence[CocoRecord]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, dict[str, Any], int]:
+        position, flip = item
+        record = self.records[position]
+        with Image.open(record.image_path) as raw:
+            image = ImageOps.exif_transpose(raw).convert("RGB")  # detectron2 applies the EXIF orientation
+        if image.size != (record.width, record.height):
+            raise InputError(
+                f"{record.image_path}: image is {image.size[0]}x{image.size[1]}; the annotation file says "
+                f"{record.width}x{record.height}"
+            )
+        pixels = pil_to_tensor(image).float().div_(255)
+        boxes = torch.tensor([o.box for o in record.objects], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([o.category + 1 for o in record.objects], dtype=torch.int64)
+        polygons = [[p.copy() for p in o.polygons] for o in record.objects]
+        if flip:
+            pixels, w = pixels.flip(-1), record.width
+            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
+            for instance in polygons:
+                for p in instance:
+                    p[0::2] = w - p[0::2]
+        return pixels, {"boxes": boxes, "labels": labels, "polygons": polygons}, record.image_id
+
+
+def _collate(batch: list[Any]) -> tuple[list[Any], ...]:
+    return tuple(zip(*batch, strict=True))
+
+
+def _to(target: dict[str, Any], compute: Compute) -> dict[str, Any]:
+    return {k: v.to(compute.device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------------------------
+
+
+def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.SGD:
+    """SGD with detectron2's parameter groups: BatchNorm parameters get ``weight_decay_norm``."""
+    norm = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) not in norm], "weight_decay": spec["weight_decay"]},
+        {"params": [p for p in params if id(p) in norm], "weight_decay": spec["weight_decay_norm"]},
+    ]
+    return torch.optim.SGD(groups, lr=spec["base_lr"], momentum=spec["momentum"])
+
+
+def _train(
+    model: nn.Module, data: CocoInstanceData, spec: dict[str, Any], compute: Compute, resume: ResumeState
+) -> int:
+    optimizer, start = _optimizer(model, spec), 0
+    if (state := resume.load()) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["iteration"]
+        set_rng_state(state["rng"])
+        print(f"[coco] resuming {spec['run']} from iteration {start}", file=sys.stderr)
+    sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
+    # Its own generator: creating the loader must not draw from the global RNG that resuming restores.
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
+                        generator=torch.Generator().manual_seed(spec["seed"]))  # fmt: skip
+    model.train()
+    began = time.time()
+    for iteration, (images, targets, _) in enumerate(loader, start=start):
+        lr = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"]) * step(
+            spec["base_lr"], iteration, spec["steps"]
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with compute.autocast():
+            losses = model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
+        loss = sum(v.float() for v in losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = iteration + 1
+        if done % spec["log_period"] == 0 or done == spec["max_iter"]:
+            rate = (done - start) / max(time.time() - began, 1e-9)
+            print(
+                f"[coco] {spec['run']} iter {done}/{spec['max_iter']} loss {loss.item():.3f} "
+                f"(mask {losses['loss_mask'].item():.3f}) lr {lr:.5f} {rate:.2f} it/s "
+                f"ETA {(spec['max_iter'] - done) / rate:.0f}s",
+                file=sys.stderr,
+            )
+        if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
+            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
+    return start
+
+
+@torch.no_grad()
+def _precise_bn(model: nn.Module, data: CocoInstanceData, spec: dict[str, Any], compute: Compute) -> None:
+    """detectron2's PreciseBN hook (MoCo's TEST.PRECISE_BN): after training, every BatchNorm's running
+    statistics become the mean of its batch statistics over ``precise_bn_iters`` training batches."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if spec["precise_bn_iters"] <= 0 or not norms:
+        return
+    momenta = [bn.momentum for bn in norms]
+    sums = [(torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var)) for bn in norms]
+    for bn in norms:
+        bn.momentum = 1.0  # running stats := this batch's stats
+    seed = spec["seed"] + 1  # batches other than the first training ones
+    sampler = IterationSampler(len(data), spec["ims_per_batch"], seed, 0, spec["precise_bn_iters"], True)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
+    model.train()
+    for k, (images, targets, _) in enumerate(loader):
+        with compute.autocast():
+            model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
+        for bn, (mean, var) in zip(norms, sums, strict=True):
+            mean += (bn.running_mean - mean) / (k + 1)
+            var += (bn.running_var - var) / (k + 1)
+    for bn, (mean, var), momentum in zip(norms, sums, momenta, strict=True):
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.momentum = momentum
+
+
+def _results(image_id: int, output: dict[str, torch.Tensor], category_ids: Sequence[int]) -> list[dict]:
+    """One image's detections in COCO results format (xywh boxes, RLE masks, original category ids)."""
+    boxes = output["boxes"].float().cpu().tolist()
+    scores, labels = output["scores"].float().cpu().tolist(), output["labels"].cpu().tolist()
+    masks = (output["masks"][:, 0] >= 0.5).cpu().numpy().astype(np.uint8)
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(boxes) else []
+    results = []
+    for (x0, y0, x1, y1), score, label, rle in zip(boxes, scores, labels, rles, strict=True):
+        segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        results.append({"image_id": image_id, "category_id": category_ids[label - 1], "score": score,
+                        "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": segmentation})  # fmt: skip
+    return results
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: CocoSplit, spec: dict[str, Any], compute: Compute) -> tuple[dict, list]:
+    """Box and mask AP / AP50 / AP75 (and APs/m/l, None where undefined) and the raw COCO results."""
+    model.eval()
+    model.transform.min_size = (spec["min_size_test"],)
+    data = CocoInstanceData(split.records)
+    loader = DataLoader(data, batch_size=spec["test_batch"], sampler=[(i, False) for i in range(len(data))],
+                        num_workers=spec["workers"], collate_fn=_collate)  # fmt: skip
+    results: list[dict] = []
+    for images, _, ids in loader:
+        with compute.autocast():
+            outputs = model([compute.images(i) for i in images])
+        for image_id, output in zip(ids, outputs, strict=True):
+            results += _results(image_id, output, split.category_ids)
+    metrics: dict[str, float | None] = {}
+    for kind in ("bbox", "segm"):
+        for name, value in evaluate_coco(split.json_path, results, kind).items():
+            metrics[f"{kind}_{name}"] = None if math.isnan(value) else value
+    return metrics, results
+
+
+def _train_split(data_root: Path, splits: Sequence[str]) -> CocoSplit:
+    parts = [load_split(data_root, s, training=True) for s in splits]
+    for part in parts[1:]:
+        if part.category_ids != parts[0].category_ids:
+            raise InputError(f"{part.json_path}: categories differ from {parts[0].json_path}")
+    return CocoSplit(parts[0].json_path, parts[0].category_ids, parts[0].category_names,
+                     [r for p in parts for r in p.records])  # fmt: skip
+
+
+def run(
+    spec: dict[str, Any],
+    checkpoint: Path,
+    data_root: Path,
+    metrics_out: Path,
+    state_dir: Path,
+    detections_out: Path | None = None,
+) -> None:
+    """Fine-tune on ``train_splits``, evaluate on ``test_split``; write metrics.json and the raw results
+    (``detections_out``, default ``coco_instances_results.json`` beside the metrics)."""
+    if missing := [k for k in SPEC_KEYS if k not in spec]:
+        raise InputError(f"spec: missing key(s) {missing}; see goodtransfer.transfer.coco_instance")
+    digest = spec_hash(spec)
+    seed_everything(spec["seed"])
+    train = _train_split(Path(data_root), spec["train_splits"])
+    test = load_split(data_root, spec["test_split"], training=False)
+    if test.category_ids != train.category_ids:
+        raise InputError(f"{test.json_path}: categories differ from {train.json_path}")
+    compute = Compute.from_spec(spec)
+    resnet, _ = resnet_from_checkpoint(checkpoint)
+    model = compute.module(build_c4_mask_rcnn(resnet, len(train.category_ids), spec))
+    began = time.time()
+    data = CocoInstanceData(train.records)
+    start = _train(model, data, spec, compute, ResumeState(state_dir, digest))
+    _precise_bn(model, data, spec, compute)
+    metrics, results = evaluate(model, test, spec, compute)
+    out = Path(detections_out) if detections_out else Path(metrics_out).parent / "coco_instances_results.json"
+    write_text(out, json.dumps(results))
+    write_json(metrics_out, {
+        **metrics, "run": spec["run"], "config_hash": digest, "checkpoint": str(checkpoint),
+        "iterations": spec["max_iter"], "resumed_from": start, "seconds": round(time.time() - began, 1),
+        "train_images": len(train.records), "test_images": len(test.records),
+        "categories": len(train.category_ids),
+    })  # fmt: skip
