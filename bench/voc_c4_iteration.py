@@ -39,6 +39,7 @@ def measure(spec: dict, compute: Compute, batch: int, iters: int) -> float:
     times = []
     for step in range(iters + 1):  # the first iteration is warm-up
         images, targets = _batch(batch, len(spec["classes"]), generator)
+        targets = [{k: v.to(compute.device) for k, v in t.items()} for t in targets]
         start = time.perf_counter()
         with compute.autocast():
             loss = sum(model([compute.images(i) for i in images], targets).values())
