@@ -13,6 +13,7 @@ PROTOCOL_METRICS = {
     "coco": ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75"),
     "cityscapes": ("mIoU", "mAcc", "aAcc"),
     "fewshot": ("acc_1shot", "ci95_1shot", "acc_5shot", "ci95_5shot", "base_acc"),
+    "mafl": ("error",),
 }
 
 
@@ -32,12 +33,19 @@ def test_each_transfer_protocol_writes_its_metrics_from_a_pretrained_checkpoint(
     assert metrics["run"] == "supervised-f"
     assert metrics["checkpoint"] == "results/pretrain/supervised-f/checkpoint.pt"
     for key in PROTOCOL_METRICS[protocol]:
-        assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 100.0, (key, metrics[key])
+        assert math.isfinite(metrics[key]) and metrics[key] >= 0.0, (key, metrics[key])
+        assert key == "error" or metrics[key] <= 100.0, (key, metrics[key])  # landmark error may exceed 100%
 
 
 def test_each_stand_in_is_generated_and_checked_once(transferred):
     workdir, result = transferred
-    for name, kind in (("coco2017", "coco"), ("cityscapes", "cityscapes"), ("miniimagenet", "miniimagenet")):
+    stand_ins = {
+        "coco2017": "coco",
+        "cityscapes": "cityscapes",
+        "miniimagenet": "miniimagenet",
+        "celeba": "celeba",
+    }
+    for name, kind in stand_ins.items():
         summary = json.loads((workdir / f"results/datasets/{name}.json").read_text())
         assert summary["kind"] == kind
     assert result.stderr.count("rule generate_coco2017:") == 1

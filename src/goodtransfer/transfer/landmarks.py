@@ -1,0 +1,275 @@
+"""MAFL facial landmarks (paper Table 5): fine-tune a ResNet end to end to regress 5 points.
+
+Model (the paper's head): the backbone up to the spatial res5 output (no avgpool), then a 1x1 conv
+C->``head_channels`` (2048->128 for ResNet-50), BatchNorm, LeakyReLU, flatten, and a fully connected layer
+to the 10 coordinates. Every layer is trained. The metric is the inter-ocular-normalised mean error (%)
+of :func:`goodtransfer.evaluate.landmarks.landmark_error`, on MAFL ``testing.txt``, in original pixels.
+
+Not stated in the paper, chosen here: the whole aligned 178x218 image is resized (no crop) to
+``input_size`` (224x224 at paper scale, as for ImageNet backbones); targets are the points in [-1, 1]
+with the pixel-centre convention ``u = 2 (x + 0.5) / W - 1``, which a resize leaves unchanged; the loss
+is the mean squared error of these normalised coordinates; the optimizer, schedule, weight decay and
+augmentation are spec keys. With ``flip`` a mirrored image swaps the left/right eyes and mouth corners.
+
+Epoch-based and resumable: epoch e's order and flips are a function of (seed, e), and the model and
+optimizer are saved to ``state_dir`` every ``checkpoint_period`` epochs and after the last one, so a
+resumed run ends with the same weights as an uninterrupted one.
+
+Spec keys: ``run``, ``seed``, ``device``, ``precision``, ``channels_last``; ``input_size`` (int or
+[height, width]); ``epochs``, ``batch_size``, ``lr``, optional ``lr_reference_batch`` (lr is scaled by
+batch_size / lr_reference_batch), ``schedule`` (cosine | step, per epoch), ``milestones`` (epochs, for
+step); ``optimizer`` (sgd | adam | adamw), ``momentum`` (sgd), ``weight_decay``; ``head_channels``,
+``leaky_slope``; ``flip`` (bool); ``workers``, ``log_period`` (iterations between log lines),
+``checkpoint_period`` (epochs).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.models.resnet import ResNet
+
+from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.data.celeba import landmarks, mafl_samples
+from goodtransfer.device import Compute
+from goodtransfer.evaluate.landmarks import landmark_error
+from goodtransfer.io import InputError, spec_hash, write_json
+from goodtransfer.models.backbone import feature_dim
+from goodtransfer.pretrain.augment import normalize
+from goodtransfer.progress import Progress
+from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.schedule import epoch_lr
+
+NUM_POINTS = 5
+# Mirroring swaps left eye <-> right eye and left <-> right mouth corner; the nose stays.
+FLIP_ORDER = (1, 0, 2, 4, 3)
+SPEC_KEYS = (
+    "run", "seed", "input_size", "epochs", "batch_size", "lr", "schedule", "optimizer", "momentum",
+    "weight_decay", "head_channels", "leaky_slope", "flip", "workers", "log_period", "checkpoint_period",
+)  # fmt: skip
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step")
+
+
+def to_unit(points: np.ndarray, size: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Pixel coordinates (..., 5, 2) in images of (width, height) -> [-1, 1]; pixel x covers [x, x + 1)."""
+    size = np.asarray(size, dtype=np.float64)[..., None, :]
+    return 2.0 * (np.asarray(points, dtype=np.float64) + 0.5) / size - 1.0
+
+
+def from_unit(units: np.ndarray, size: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_unit`."""
+    size = np.asarray(size, dtype=np.float64)[..., None, :]
+    return (np.asarray(units, dtype=np.float64) + 1.0) / 2.0 * size - 0.5
+
+
+def flip_points(units: np.ndarray) -> np.ndarray:
+    """Normalised points of the horizontally mirrored image, in MAFL's left/right order."""
+    mirrored = np.asarray(units)[..., FLIP_ORDER, :].copy()
+    mirrored[..., 0] = -mirrored[..., 0]
+    return mirrored
+
+
+def input_hw(spec: dict[str, Any]) -> tuple[int, int]:
+    size = spec["input_size"]
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class MaflData(Dataset):
+    """(image resized to ``size`` and normalised, 10 target numbers in [-1, 1], original (width, height))."""
+
+    def __init__(self, paths: Sequence[Path], points: np.ndarray, size: tuple[int, int]) -> None:
+        self.paths, self.points, self.size = list(paths), points, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index, flip = item
+        with Image.open(self.paths[index]) as file:
+            image = file.convert("RGB")
+        width, height = image.size
+        units = to_unit(self.points[index], (width, height))
+        if (height, width) != self.size:
+            image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        pixels = normalize()(image)
+        if flip:
+            pixels, units = pixels.flip(-1), flip_points(units)
+        return pixels, torch.from_numpy(units.reshape(-1)).float(), torch.tensor([width, height])
+
+
+def epoch_batches(size: int, batch: int, seed: int, epoch: int, flip: bool) -> list[list[tuple[int, bool]]]:
+    """Batches of (index, flip) for one epoch: a function of (seed, epoch) only, so a resumed run agrees."""
+    generator = torch.Generator().manual_seed(seed * 104729 + epoch)
+    order = torch.randperm(size, generator=generator).tolist()
+    flips = (torch.rand(size, generator=generator) < 0.5).tolist()
+    items = [(i, flip and flips[i]) for i in order]
+    return [items[k : k + batch] for k in range(0, size, batch)]
+
+
+class LandmarkRegressor(nn.Module):
+    """ResNet to res5 (spatial), then 1x1 conv -> BN -> LeakyReLU -> flatten -> FC to 2 * 5 numbers."""
+
+    def __init__(self, backbone: ResNet, input_size: tuple[int, int], channels: int, slope: float) -> None:
+        super().__init__()
+        width = feature_dim(backbone)
+        backbone.avgpool, backbone.fc = nn.Identity(), nn.Identity()  # unused: no pooling, own head
+        self.backbone = backbone
+        # Every stride-2 stage (conv1, maxpool, layer2-4) maps n to ceil(n / 2) in torchvision's ResNet.
+        h, w = input_size
+        for _ in range(5):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        self.head = nn.Sequential(
+            nn.Conv2d(width, channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(slope),
+            nn.Flatten(),
+            nn.Linear(channels * h * w, 2 * NUM_POINTS),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(images))))
+        return self.head(b.layer4(b.layer3(b.layer2(b.layer1(x)))))
+
+
+def _validate(spec: dict[str, Any]) -> None:
+    missing = [key for key in SPEC_KEYS if key not in spec]
+    if missing:
+        raise InputError(
+            f"landmarks spec: key {missing[0]!r} is missing; expected all of {', '.join(SPEC_KEYS)}"
+        )
+    if spec["optimizer"] not in OPTIMIZERS:
+        raise InputError(f"landmarks spec: optimizer is {spec['optimizer']!r}; expected one of {OPTIMIZERS}")
+    if spec["schedule"] not in SCHEDULES:
+        raise InputError(f"landmarks spec: schedule is {spec['schedule']!r}; expected one of {SCHEDULES}")
+    if spec["schedule"] == "step" and "milestones" not in spec:
+        raise InputError("landmarks spec: schedule 'step' needs 'milestones' (a list of epochs)")
+    if not isinstance(spec["epochs"], int) or spec["epochs"] < 1:
+        raise InputError(f"landmarks spec: epochs is {spec['epochs']!r}; expected an integer >= 1")
+    size = spec["input_size"]
+    ok = isinstance(size, int) or (isinstance(size, (list, tuple)) and len(size) == 2)
+    if not ok or min(input_hw(spec)) < 32:
+        raise InputError(f"landmarks spec: input_size is {size!r}; expected an int or [height, width], >= 32")
+
+
+def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
+    if spec["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
+        )
+    adam = torch.optim.Adam if spec["optimizer"] == "adam" else torch.optim.AdamW
+    return adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
+
+
+def _pinned(compute: Compute) -> bool:
+    return compute.device.type == "cuda"
+
+
+def _train_epoch(model, loader: DataLoader, optimizer, compute: Compute, progress: Progress) -> float:
+    """One pass over ``loader``; the mean per-sample MSE of the normalised coordinates."""
+    model.train()
+    total, count = torch.zeros((), device=compute.device), 0
+    for images, targets, _ in loader:
+        with compute.autocast():
+            outputs = model(compute.images(images))
+        loss = F.mse_loss(outputs.float(), targets.to(compute.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.detach() * len(targets), count + len(targets)
+        progress.update(loss=float(loss.detach()), lr=optimizer.param_groups[0]["lr"])
+    return float(total) / max(count, 1)
+
+
+def train(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Compute, resume: ResumeState):
+    """Fine-tune for ``spec['epochs']`` from the saved state if any; returns (start epoch, epoch losses)."""
+    optimizer = _optimizer(model, spec)
+    start, losses = 0, []
+    if (state := resume.load()) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, losses = state["epoch"], list(state["losses"])
+        set_rng_state(state["rng"])
+    per_epoch = len(epoch_batches(len(data), spec["batch_size"], spec["seed"], 0, False))
+    progress = Progress(
+        f"landmarks {spec['run']}",
+        spec["epochs"] * per_epoch,
+        done=start * per_epoch,
+        items_per_step=spec["batch_size"],
+        unit="img",
+        every=spec["log_period"],
+    )
+    for epoch in range(start, spec["epochs"]):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(spec, epoch)
+        batches = epoch_batches(len(data), spec["batch_size"], spec["seed"], epoch, spec["flip"])
+        loader = DataLoader(
+            data, batch_sampler=batches, num_workers=spec["workers"], pin_memory=_pinned(compute)
+        )
+        losses.append(_train_epoch(model, loader, optimizer, compute, progress))
+        done = epoch + 1
+        print(
+            f"[landmarks] {spec['run']} epoch {done}/{spec['epochs']} loss {losses[-1]:.5f}", file=sys.stderr
+        )
+        if done % spec["checkpoint_period"] == 0 or done == spec["epochs"]:
+            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=done, losses=losses)
+    return start, losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Compute) -> np.ndarray:
+    """(N, 5, 2) predicted landmarks in each image's original pixel coordinates."""
+    model.eval()
+    items = [(i, False) for i in range(len(data))]
+    batches = [items[k : k + spec["batch_size"]] for k in range(0, len(items), spec["batch_size"])]
+    predictions = []
+    loader = DataLoader(data, batch_sampler=batches, num_workers=spec["workers"], pin_memory=_pinned(compute))
+    for images, _, sizes in loader:
+        with compute.autocast():
+            units = model(compute.images(images)).float().cpu().numpy().reshape(-1, NUM_POINTS, 2)
+        predictions.append(from_unit(units, sizes.numpy()))
+    return np.concatenate(predictions)
+
+
+def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Path, state_dir: Path) -> None:
+    """Fine-tune on MAFL ``training.txt``, write the error (%) on ``testing.txt`` to ``metrics_out``."""
+    began = time.time()
+    _validate(spec)
+    digest = spec_hash(spec)
+    seed_everything(spec["seed"])
+    points = landmarks(data_root)
+    size = input_hw(spec)
+    train_data = MaflData(*mafl_samples(data_root, "train", points), size)
+    test_paths, test_points = mafl_samples(data_root, "test", points)
+    test_data = MaflData(test_paths, test_points, size)
+    compute = Compute.from_spec(spec)
+    backbone, _ = resnet_from_checkpoint(checkpoint)
+    model = compute.module(LandmarkRegressor(backbone, size, spec["head_channels"], spec["leaky_slope"]))
+    start, losses = train(model, train_data, spec, compute, ResumeState(state_dir, digest))
+    error = landmark_error(predict(model, test_data, spec, compute), test_points)
+    write_json(
+        metrics_out,
+        {
+            "error": error,
+            "train_loss": losses[-1],
+            "run": spec["run"],
+            "config_hash": digest,
+            "checkpoint": str(checkpoint),
+            "epochs": spec["epochs"],
+            "resumed_from": start,
+            "train_images": len(train_data),
+            "test_images": len(test_data),
+            "seconds": round(time.time() - began, 1),
+        },
+    )
