@@ -67,8 +67,10 @@ def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
         "exemplarv2-t0.07",
         "exemplarv2-t0.2",
     }
-    assert table1 | table2 | table3 | table6 | table10 | {"supcon"} == runs
-    assert len(runs) == 35
+    table4 = {"fewshot-supervised", "fewshot-mocov2", "fewshot-exemplarv2"}
+    table5 = {"mafl-supervised", "mafl-mocov2", "mafl-exemplarv2"}
+    assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} == runs
+    assert len(runs) == 41
 
 
 def test_exemplar_and_table10_settings_follow_the_paper():
@@ -101,3 +103,30 @@ def test_voc0712_protocol_adds_voc2012_trainval_with_the_24k_schedule():
     voc = paper["detection"]["voc0712"]
     assert voc["extra_train"] == [{"dataset": "voc2012", "split": "trainval"}]
     assert (voc["max_iter"], voc["steps"], voc["test_split"]) == (24000, [18000, 22000], "test")
+
+
+def test_paper_preset_plans_each_downstream_task_with_the_papers_settings(workdir):
+    targets = [
+        "results/coco/mocov2-frcgb/metrics.json",
+        "results/cityscapes/mocov2-frcgb/metrics.json",
+        "results/fewshot/fewshot-exemplarv2/metrics.json",
+        "results/mafl/mafl-mocov2/metrics.json",
+    ]
+    done = snakemake(workdir, *targets, "-n", "-p", "--configfile", "presets/paper.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done.stdout)
+    transfers = sorted(w for rule, w in jobs if rule == "transfer")
+    assert transfers == sorted(f"protocol={t.split('/')[1]}, run={t.split('/')[2]}" for t in targets), (
+        transfers
+    )
+    assert {w for rule, w in jobs if rule == "check_dataset"} >= {
+        f"dataset={name}" for name in ("coco2017", "cityscapes", "miniimagenet", "celeba")
+    }
+    for setting in ('"max_iter": 90000', '"max_iter": 40000', '"episodes": 600', '"epochs": 200'):
+        assert setting in done.stdout, setting
+    pretrain_lines = [
+        line for line in done.stdout.splitlines() if "goodtransfer" in line and " pretrain " in line
+    ]
+    fewshot = next(line for line in pretrain_lines if "fewshot-exemplarv2" in line)
+    assert '"arch": "resnet18"' in fewshot and '"data_kind": "miniimagenet"' in fewshot
+    assert '"epochs": 2000' in fewshot and '"K": 27648' in fewshot

@@ -28,15 +28,19 @@ def _check_imagefolder(root: Path) -> dict[str, Any]:
             raise InputError(f"{folder / empty[0]}: class folder has no images; expected the layout {LAYOUT}")
         summary[split] = {"classes": len(classes), "images": sum(counts.values())}
     if summary["train"]["classes"] != summary["val"]["classes"]:
-        raise InputError(f"{root}: train has {summary['train']['classes']} classes, val "
-                         f"{summary['val']['classes']}; expected the same class folders in both")
+        raise InputError(
+            f"{root}: train has {summary['train']['classes']} classes, val "
+            f"{summary['val']['classes']}; expected the same class folders in both"
+        )
     return summary
 
 
 def _check_voc(root: Path, classes: Sequence[str] | None) -> dict[str, Any]:
     if not root.is_dir():
-        raise InputError(f"{root}: dataset folder not found; expected a PASCAL VOC layout with JPEGImages/, "
-                         "Annotations/, ImageSets/Main/{trainval,test}.txt")
+        raise InputError(
+            f"{root}: dataset folder not found; expected a PASCAL VOC layout with JPEGImages/, "
+            "Annotations/, ImageSets/Main/{trainval,test}.txt"
+        )
     summary: dict[str, Any] = {}
     for split in ("trainval", "test"):
         records = load_split(root, split, classes)

@@ -19,4 +19,6 @@ def image_folder(root: str | Path, split: str, transform: Any) -> ImageFolder:
     try:
         return ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, RuntimeError) as err:
-        raise InputError(f"{folder}: not a class-folder dataset ({err}); expected the layout {LAYOUT}") from None
+        raise InputError(
+            f"{folder}: not a class-folder dataset ({err}); expected the layout {LAYOUT}"
+        ) from None

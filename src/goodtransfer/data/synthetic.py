@@ -119,8 +119,8 @@ _CROSS = ((-0.32, -1), (0.32, -1), (0.32, -0.32), (1, -0.32), (1, 0.32), (0.32, 
 _DIAMOND = ((0, -1), (0.55, 0), (0, 1), (-0.55, 0))
 _ARROW = ((-1, -0.22), (0.2, -0.22), (0.2, -0.6), (1, 0), (0.2, 0.6), (0.2, 0.22), (-1, 0.22))
 _L_SHAPE = ((-0.7, -1), (-0.2, -1), (-0.2, 0.5), (0.7, 0.5), (0.7, 1), (-0.7, 1))
-_T_SHAPE = ((-0.9, -0.9), (0.9, -0.9), (0.9, -0.45), (0.22, -0.45), (0.22, 0.95), (-0.22, 0.95), (-0.22, -0.45),
-            (-0.9, -0.45))
+_T_SHAPE = ((-0.9, -0.9), (0.9, -0.9), (0.9, -0.45), (0.22, -0.45), (0.22, 0.95), (-0.22, 0.95),
+            (-0.22, -0.45), (-0.9, -0.45))
 _FRAME_OUTER = ((-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8))
 _FRAME_INNER = ((-0.45, -0.45), (0.45, -0.45), (0.45, 0.45), (-0.45, 0.45))
 _TRAPEZOID = ((-0.5, -0.6), (0.5, -0.6), (1, 0.6), (-1, 0.6))
@@ -409,9 +409,34 @@ def random_placement(
     )
 
 
-def render_imagenet_image(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
-    """One dominant object of ``kind``, sometimes with small distractors of other kinds behind it."""
-    scene = Scene(background(rng, size, size))
+def plain_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A nearly uniform grey (level 90..160, faint noise): nothing in it tells one image from another."""
+    level = rng.uniform(90.0, 160.0)
+    noise = rng.normal(0.0, 4.0, size=(h, w, 1)).astype(np.float32)
+    return np.full((h, w, 3), level, dtype=np.float32) + noise
+
+
+# ImageNet-style images: the dominant object's radius as a fraction of the side, by default.
+OBJECT_SCALE = (0.24, 0.4)
+BACKGROUNDS = ("textured", "plain")
+
+
+def render_imagenet_image(
+    rng: np.random.Generator,
+    kind: int,
+    size: int,
+    background_style: str = "textured",
+    object_scale: tuple[float, float] = OBJECT_SCALE,
+) -> np.ndarray:
+    """One dominant object of ``kind``, sometimes with small distractors of other kinds behind it.
+
+    ``background_style`` "plain" leaves the object as the only thing that tells images apart, which
+    instance discrimination needs on a few hundred tiny images: random textured backgrounds (and their
+    colours) are then the easiest cue to tell two images apart, and carry no class information.
+    """
+    scene = Scene(
+        background(rng, size, size) if background_style == "textured" else plain_background(rng, size, size)
+    )
     others = [k for k in range(len(KINDS)) if k != kind]
     if rng.random() < 0.4:
         for _ in range(int(rng.integers(1, 3))):
@@ -419,7 +444,7 @@ def render_imagenet_image(rng: np.random.Generator, kind: int, size: int) -> np.
             scene.add(rng, random_placement(rng, distractor, size, size, (0.06, 0.12)))
     # The dominant object goes last (on top) and must always be painted: retry, then fall back to centre.
     for _ in range(20):
-        if scene.add(rng, random_placement(rng, kind, size, size, (0.24, 0.4), (0.38, 0.62))):
+        if scene.add(rng, random_placement(rng, kind, size, size, object_scale, (0.38, 0.62))):
             break
     else:
         scene.add(rng, Placement(kind, size / 2.0, size / 2.0, 0.3 * size, 1.0, 0.0), min_pixels=1)
@@ -530,8 +555,13 @@ def generate_imagenet(
     val_per_class: int,
     image_size: int,
     seed: int,
+    background: str = "textured",
+    object_scale: Sequence[float] = OBJECT_SCALE,
 ) -> None:
-    """Write ``root/{train,val}/<wnid>/<wnid>_<n>.JPEG`` and ``root/classes.txt`` ('<wnid> <name>' lines)."""
+    """Write ``root/{train,val}/<wnid>/<wnid>_<n>.JPEG`` and ``root/classes.txt`` ('<wnid> <name>' lines).
+
+    ``background`` is "textured" or "plain"; ``object_scale`` the (low, high) radius of the dominant
+    object as a fraction of the image side."""
     num_classes = _check_int("num_classes", num_classes, 1, len(KINDS))
     counts = {
         "train": _check_int("train_per_class", train_per_class, 1),
@@ -539,6 +569,9 @@ def generate_imagenet(
     }
     size = _check_int("image_size", image_size, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE)
     seed = _check_int("seed", seed, 0)
+    if background not in BACKGROUNDS:
+        raise InputError(f"background: expected one of {list(BACKGROUNDS)}, got {background!r}")
+    scale = _check_object_scale(object_scale)
     streams = {"train": _STREAM_IMAGENET_TRAIN, "val": _STREAM_IMAGENET_VAL}
     with building_directory(root) as tmp:
         for split, per_class in counts.items():
@@ -548,10 +581,20 @@ def generate_imagenet(
                 for n in range(per_class):
                     rng = np.random.default_rng([seed, streams[split], cls, n])
                     _save_jpeg(
-                        render_imagenet_image(rng, cls, size), folder / f"{imagenet_wnid(cls)}_{n + 1}.JPEG"
+                        render_imagenet_image(rng, cls, size, background, scale),
+                        folder / f"{imagenet_wnid(cls)}_{n + 1}.JPEG",
                     )
         lines = [f"{imagenet_wnid(cls)} {kind_label(cls)}\n" for cls in range(num_classes)]
         write_text(tmp / "classes.txt", "".join(lines))
+
+
+def _check_object_scale(value: Sequence[float]) -> tuple[float, float]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+        raise InputError(f"object_scale: expected (low, high) fractions of the side, got {value!r}")
+    low, high = (float(v) for v in value)
+    if not 0.05 <= low <= high <= 0.5:
+        raise InputError(f"object_scale: expected 0.05 <= low <= high <= 0.5, got {value!r}")
+    return low, high
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
