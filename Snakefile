@@ -16,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/transfer.smk"
 include: "rules/report.smk"
+include: "rules/publish.smk"
 
 
 rule all:

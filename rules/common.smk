@@ -1,6 +1,9 @@
 # Shared wiring: resolved job specs (they are the rules' params, so a config edit reruns exactly the
 # jobs it affects), software environments and paths.
 import json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 from goodtransfer import config as gtc
 from goodtransfer.fetch import released_url
@@ -43,7 +46,17 @@ def pretrain_dataset(run):
 
 
 def pretrain_input(run):
-    """An imported run depends on its source file; a trained one on its dataset's check."""
+    """An imported run depends on its source file; a trained one on its dataset's check; a published one
+    (its checkpoint tracked by DVC, e.g. after `git clone` + `dvc pull`) on nothing: it is not retrained.
+    """
+    trained = Path(checkpoint_of(run))
+    if Path(f"{trained}.dvc").is_file():
+        if not trained.is_file():
+            raise WorkflowError(
+                f"{trained} is published with DVC ({trained}.dvc) but not in this workspace: "
+                f"run `dvc pull {trained}.dvc`, or delete the .dvc files to retrain it"
+            )
+        return []
     spec = gtc.pretrain_spec(config, run)
     return (
         spec["import_from"]
@@ -85,3 +98,15 @@ def table_metrics(table):
         for protocol in sorted(protocols)
         for run in gtc.table_runs(config, table)
     }
+
+
+def finished_runs(wildcards):
+    """Checkpoint and training log of every pretraining run that has both (what `publish` shares)."""
+    files = []
+    for run in gtc.pretrain_runs(config):
+        folder = Path(checkpoint_of(run)).parent
+        if (folder / "checkpoint.pt").is_file() and (
+            folder / "train_log.json"
+        ).is_file():
+            files += [str(folder / "checkpoint.pt"), str(folder / "train_log.json")]
+    return files

@@ -1,9 +1,11 @@
 # Pretraining (paper Sec. 2.1, Table 1): one job per run of `pretrain.runs`. The run's resolved spec
 # is its params: editing one run's settings reruns that run and what depends on it, nothing else.
+from goodtransfer.launch import launcher, threads_per_process
 
 
 rule pretrain:
     input:
+        # Nothing for a run published with DVC: pulled, it counts as done (see pretrain_input).
         data=lambda w: pretrain_input(w.run),
     output:
         checkpoint="results/pretrain/{run}/checkpoint.pt",
@@ -19,11 +21,18 @@ rule pretrain:
         runtime=60,
     params:
         spec=lambda w: spec_json(gtc.pretrain_spec(config, w.run)),
+        # A changed dataset definition (e.g. the stand-in's generate options) reruns the run.
+        dataset=lambda w: spec_json(gtc.dataset_of(config, pretrain_dataset(w.run))),
         root=lambda w: dataset_root(pretrain_dataset(w.run)),
         state_dir="results/pretrain/{run}/state",
+        # torchrun with one rank per GPU when a profile gives the job several (resource `gpu`).
+        launcher=lambda w, resources: launcher(int(resources.get("gpu", 0))),
+        threads=lambda w, threads, resources: threads_per_process(
+            threads, int(resources.get("gpu", 0))
+        ),
     shell:
-        "python -m goodtransfer --threads {threads} pretrain --spec {params.spec:q} --data {params.root} --out {output.checkpoint}"
-        " --state-dir {params.state_dir} --train-log {output.log_json} 2> {log}"
+        "{params.launcher} -m goodtransfer --threads {params.threads} pretrain --spec {params.spec:q} --data {params.root}"
+        " --out {output.checkpoint} --state-dir {params.state_dir} --train-log {output.log_json} 2> {log}"
 
 
 rule pretraining:

@@ -22,6 +22,10 @@ WORKFLOW_FILES = (
     "profiles",
     "envs",
     "containers",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
 )
 
 

@@ -3,11 +3,17 @@
 Format (``format: goodtransfer-backbone/1``)::
 
     {"state_dict": {"conv1.weight": ..., "layer1.0.conv1.weight": ...},   # no "fc.*"
-     "meta": {"method": "moco", "run": "mocov2-f", "config_hash": "...", "epoch": 200, "arch": "resnet50"}}
+     "meta": {"method": "moco", "run": "mocov2-f", "config_hash": "...", "epoch": 200, "arch": "resnet50",
+              "weights_sha256": "..."}}
+
+``weights_sha256`` digests every tensor (name, dtype, shape, bytes); loading recomputes it, so a file
+altered after it was written (a bad copy, a partial download, a corrupted DVC pull) fails naming
+itself instead of being trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,8 +44,19 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_backbone(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], meta: dict) -> None:
-    save_torch(path, {"state_dict": dict(state_dict), "meta": {"format": FORMAT, **meta}})
+    meta = {"format": FORMAT, **meta, "weights_sha256": weights_digest(state_dict)}
+    save_torch(path, {"state_dict": dict(state_dict), "meta": meta})
 
 
 def load_backbone(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -54,6 +71,12 @@ def backbone_from(obj: Any, path: str | os.PathLike[str]) -> tuple[dict[str, tor
         raise InputError(f"{path}: expected a dict with 'state_dict' and 'meta' ({FORMAT}); found {keys}")
     if obj["meta"].get("format") != FORMAT:
         raise InputError(f"{path}: field meta.format is {obj['meta'].get('format')!r}; expected {FORMAT!r}")
+    recorded = obj["meta"].get("weights_sha256")
+    if recorded is not None and weights_digest(obj["state_dict"]) != recorded:
+        raise InputError(
+            f"{path}: the weights do not match meta.weights_sha256 recorded when the file was written "
+            "(corrupted or modified since); fetch it again (e.g. `dvc pull`) or retrain it"
+        )
     return obj["state_dict"], obj["meta"]
 
 

@@ -83,6 +83,13 @@ def _report_context(args: argparse.Namespace) -> None:
     write_json(args.out, build_context(args.tables, json.loads(args.config), args.scale_note))
 
 
+def _publish(args: argparse.Namespace) -> None:
+    from goodtransfer.publish import publish
+
+    tracked = publish(args.runs)
+    print("published; commit these with git:\n  git add " + " ".join(map(str, tracked)), file=sys.stderr)
+
+
 def _fetch(args: argparse.Namespace) -> None:
     from goodtransfer.fetch import fetch
 
@@ -165,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     context.add_argument("--scale-note", required=True)
     context.add_argument("--out", type=Path, required=True)
     context.set_defaults(func=_report_context)
+    share = sub.add_parser("publish", help="dvc add + dvc push finished pretraining runs")
+    share.add_argument("runs", type=Path, nargs="+", help="run folders, e.g. results/pretrain/mocov2-f")
+    share.set_defaults(func=_publish)
     fetch = sub.add_parser("fetch", help="download a released checkpoint (atomic, records its SHA-256)")
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)

@@ -1,0 +1,89 @@
+"""Share finished pretraining runs through DVC: ``dvc add`` + ``dvc push`` of each run's checkpoint and
+training log, so another machine gets them with ``git pull && dvc pull`` instead of retraining.
+
+DVC writes ``<file>.dvc`` beside each file (commit those to git) and a ``.gitignore`` that keeps the
+file itself out of git. The remote is DVC's default one (``.dvc/config``; ``dvc remote add -d`` changes it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from goodtransfer.io import InputError, read_json, read_yaml
+
+# What a finished run consists of: both are outputs of the `pretrain` rule.
+RUN_FILES = ("checkpoint.pt", "train_log.json")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of a finished run, or an InputError naming what is missing."""
+    files = [run_dir / name for name in RUN_FILES]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise InputError(f"{run_dir}: not a finished pretraining run; missing {missing}")
+    return files
+
+
+def _dvc(*args: str, cwd: Path) -> str:
+    if shutil.which("dvc") is None:
+        raise InputError("dvc: command not found; install the project (`make install`) or `pip install dvc`")
+    result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InputError(
+            f"dvc {' '.join(args)} failed in {cwd}:\n{result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result.stdout
+
+
+def publish(run_dirs: Sequence[Path], repo: Path = Path(".")) -> list[Path]:
+    """``dvc add`` and ``dvc push`` every finished run; returns the ``.dvc`` files to commit."""
+    files = [path for run_dir in run_dirs for path in run_files(Path(run_dir))]
+    if not files:
+        raise InputError("publish: no finished pretraining runs to publish")
+    relative = [str(path) for path in files]
+    pointers = [f"{path}.dvc" for path in relative]
+    _dvc("add", "--quiet", *relative, cwd=repo)
+    _dvc("push", *pointers, cwd=repo)
+    return [Path(path) for path in pointers]
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_recorded_checksum(path: Path) -> str | None:
+    """Compare ``path`` with the checksum recorded when it was first imported: ``<path>.json`` (sha256,
+    written by ``goodtransfer fetch``) or ``<path>.dvc`` (md5, by ``dvc import-url``/``dvc add``).
+    Returns what was verified, None when nothing was recorded; a mismatch is an InputError."""
+    path = Path(path)
+    fetched, tracked = path.with_name(path.name + ".json"), path.with_name(path.name + ".dvc")
+    if fetched.is_file():
+        recorded = read_json(fetched).get("sha256")
+        if recorded and _sha256(path) != recorded:
+            raise InputError(f"{path}: SHA-256 differs from {recorded} recorded in {fetched}; fetch it again")
+        return f"sha256 {recorded}"
+    if tracked.is_file():
+        outs = (read_yaml(tracked) or {}).get("outs") or [{}]
+        recorded = outs[0].get("md5")
+        if recorded and _md5(path) != recorded:
+            raise InputError(
+                f"{path}: MD5 differs from {recorded} recorded in {tracked}; run `dvc pull {path}`"
+            )
+        return f"md5 {recorded}"
+    return None

@@ -1,0 +1,100 @@
+"""Sharing pretrained runs with real DVC and git: publish, clone, pull, and Snakemake does not retrain."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflow import copy_workflow, planned_jobs, snakemake
+
+RUNS = ("supervised-f", "mocov2-f")
+DOWNSTREAM = ("results/linear/supervised-f/metrics.json", "results/voc07/mocov2-f/metrics.json")
+
+
+# git identity for the commits; dvc (installed beside this interpreter) on PATH.
+ENV = {
+    **os.environ,
+    **{
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "t"), ("EMAIL", "t@t"))
+    },
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+}
+
+
+def _run(*command: str, cwd: Path) -> str:
+    env = ENV
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A lab repository whose two pretraining runs are pushed to a directory remote, and a fresh clone."""
+    base = tmp_path_factory.mktemp("dvc")
+    lab = copy_workflow(base / "lab")
+    _run("git", "init", "-q", cwd=lab)
+    _run("dvc", "remote", "modify", "local", "url", str(base / "remote"), cwd=lab)
+    _run("git", "add", "-A", cwd=lab)
+    _run("git", "commit", "-qm", "workflow", cwd=lab)
+    trained = snakemake(
+        lab, *(f"results/pretrain/{run}/checkpoint.pt" for run in RUNS), "--configfile", "tiny.yaml"
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    shared = snakemake(lab, "publish", "--configfile", "tiny.yaml")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    _run("git", "add", "-A", cwd=lab)
+    committed = _run("git", "commit", "-m", "publish pretraining runs", cwd=lab)
+    clone = base / "clone"
+    _run("git", "clone", "-q", str(lab), str(clone), cwd=base)
+    pulled = _run("dvc", "pull", cwd=clone)
+    return lab, clone, committed, pulled
+
+
+def test_publish_commits_only_dvc_pointers_and_pushes_the_files(published):
+    lab, _, _, _ = published
+    tracked = _run("git", "ls-files", "results", cwd=lab).split()
+    names = ("checkpoint.pt.dvc", "train_log.json.dvc")  # the files themselves are git-ignored already
+    expected = {f"results/pretrain/{run}/{name}" for run in RUNS for name in names}
+    assert set(tracked) == expected
+    assert any((lab.parent / "remote").rglob("*")), "nothing reached the remote"
+
+
+def test_clone_with_pulled_runs_schedules_downstream_jobs_but_no_pretraining(published):
+    _, clone, _, _ = published
+    for run in RUNS:
+        assert (clone / f"results/pretrain/{run}/checkpoint.pt").is_file()
+    plan = snakemake(clone, *DOWNSTREAM, "-n", "--configfile", "tiny.yaml")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    rules = [rule for rule, _ in planned_jobs(plan.stdout)]
+    assert "pretrain" not in rules
+    assert rules.count("linear_readout") == 1 and rules.count("voc_detection") == 1
+
+
+def test_corrupted_pulled_checkpoint_fails_naming_it_instead_of_training_on_it(published):
+    _, clone, _, _ = published
+    checkpoint = clone / "results/pretrain/supervised-f/checkpoint.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the tensor data
+    checkpoint.write_bytes(bytes(data))
+    plan = snakemake(clone, DOWNSTREAM[0], "-n", "--configfile", "tiny.yaml")
+    assert "pretrain" not in [rule for rule, _ in planned_jobs(plan.stdout)]
+    done = snakemake(clone, DOWNSTREAM[0], "--configfile", "tiny.yaml")
+    assert done.returncode != 0
+    log = (clone / "logs/linear/supervised-f.log").read_text()
+    assert f"{checkpoint.relative_to(clone)}: the weights do not match meta.weights_sha256" in log
+    assert not (clone / DOWNSTREAM[0]).exists()
+
+
+def test_published_run_missing_from_the_workspace_asks_for_dvc_pull_instead_of_retraining(published):
+    _, clone, _, _ = published
+    (clone / "results/pretrain/mocov2-f/checkpoint.pt").unlink()
+    plan = snakemake(clone, DOWNSTREAM[1], "-n", "--configfile", "tiny.yaml")
+    assert plan.returncode != 0
+    assert "run `dvc pull results/pretrain/mocov2-f/checkpoint.pt.dvc`" in plan.stdout + plan.stderr
