@@ -70,8 +70,44 @@ def checkpoint_of(run):
 
 
 def generated_dataset(wildcards):
+    """A dataset this workflow makes (a generated stand-in or a derived subset) is an input of its check."""
     entry = gtc.dataset_of(config, wildcards.dataset)
-    return [entry["root"]] if entry.get("generate") else []
+    return [entry["root"]] if entry.get("generate") or entry.get("derive") else []
+
+
+def derive_args(name):
+    derive = gtc.dataset_of(config, name)["derive"]
+    args = [f"--seed {config['seed']}"]
+    if derive.get("classes_file"):
+        args.append(f"--classes-file {derive['classes_file']}")
+    if derive.get("fraction") is not None:
+        args.append(f"--fraction {derive['fraction']}")
+    return " ".join(args)
+
+
+def track_commands():
+    """`goodtransfer track-dataset` for every real dataset (not generated, not derived) in the repository."""
+    commands = []
+    for name, entry in config["datasets"].items():
+        root = Path(entry["root"])
+        if (
+            entry.get("generate")
+            or entry.get("derive")
+            or root.is_absolute()
+            or ".." in root.parts
+        ):
+            continue
+        classes = " ".join(entry.get("classes", []))
+        commands.append(
+            f"python -m goodtransfer track-dataset --kind {entry['kind']} --root {root}"
+            + (f" --classes {classes}" if classes else "")
+        )
+    if not commands:
+        raise WorkflowError(
+            "track_datasets: no real dataset inside the repository; DVC tracks folders in the repository "
+            "(e.g. data/imagenet, with `generate: false`)"
+        )
+    return " && ".join(commands)
 
 
 def generator_options(name):

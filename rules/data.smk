@@ -25,6 +25,30 @@ for _name, _entry in config["datasets"].items():
                 " --options {params.options:q} 2> {log}"
 
 
+# ImageNet subsets (Table 2): trees of links into the source dataset, made after it passed its check.
+for _name, _entry in config["datasets"].items():
+    if _entry.get("derive"):
+
+        rule:
+            name:
+                f"derive_{_name}"
+            input:
+                dataset_check(_entry["derive"]["from"]),
+            output:
+                directory(_entry["root"]),
+            log:
+                f"logs/data/derive_{_name}.log",
+            conda:
+                PYTHON_ENV
+            container:
+                PYTHON_CONTAINER
+            params:
+                source=dataset_root(_entry["derive"]["from"]),
+                args=derive_args(_name),
+            shell:
+                "python -m goodtransfer derive-subset --source {params.source} --out {output} {params.args} 2> {log}"
+
+
 rule check_dataset:
     input:
         generated_dataset,
@@ -43,3 +67,21 @@ rule check_dataset:
     shell:
         "python -m goodtransfer check-dataset --kind {params.kind} --root {params.root}"
         " --classes {params.classes} --out {output} 2> {log}"
+
+
+# `snakemake track_datasets`: check every real dataset inside the repository in place and `dvc add` it.
+localrules:
+    track_datasets,
+
+
+rule track_datasets:
+    log:
+        "logs/data/track_datasets.log",
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    params:
+        commands=lambda w: track_commands(),
+    shell:
+        "({params.commands}) 2> {log}"

@@ -83,6 +83,23 @@ def _report_context(args: argparse.Namespace) -> None:
     write_json(args.out, build_context(args.tables, json.loads(args.config), args.scale_note))
 
 
+def _derive_subset(args: argparse.Namespace) -> None:
+    from goodtransfer.data.subsets import derive_subset, read_class_list
+
+    classes = read_class_list(args.classes_file) if args.classes_file else None
+    summary = derive_subset(args.source, args.out, classes=classes, fraction=args.fraction, seed=args.seed)
+    print(f"derived {args.out}: {json.dumps(summary)}", file=sys.stderr)
+
+
+def _track_dataset(args: argparse.Namespace) -> None:
+    from goodtransfer.data.registry import check
+    from goodtransfer.publish import track
+
+    summary = check(args.kind, args.root, args.classes or None)
+    pointer = track(args.root)
+    print(f"checked {args.root} ({json.dumps(summary)}); commit {pointer} with git", file=sys.stderr)
+
+
 def _publish(args: argparse.Namespace) -> None:
     from goodtransfer.publish import publish
 
@@ -172,6 +189,18 @@ def _parser() -> argparse.ArgumentParser:
     context.add_argument("--scale-note", required=True)
     context.add_argument("--out", type=Path, required=True)
     context.set_defaults(func=_report_context)
+    derive = sub.add_parser("derive-subset", help="an ImageNet subset as a tree of links (Table 2)")
+    derive.add_argument("--source", type=Path, required=True)
+    derive.add_argument("--out", type=Path, required=True)
+    derive.add_argument("--classes-file", type=Path, help="keep these classes (one WordNet id per line)")
+    derive.add_argument("--fraction", type=float, help="keep this fraction of each class's training images")
+    derive.add_argument("--seed", type=int, default=0)
+    derive.set_defaults(func=_derive_subset)
+    track = sub.add_parser("track-dataset", help="check a real dataset in place, then `dvc add` it")
+    track.add_argument("--kind", required=True)
+    track.add_argument("--root", type=Path, required=True)
+    track.add_argument("--classes", nargs="*", default=None)
+    track.set_defaults(func=_track_dataset)
     share = sub.add_parser("publish", help="dvc add + dvc push finished pretraining runs")
     share.add_argument("runs", type=Path, nargs="+", help="run folders, e.g. results/pretrain/mocov2-f")
     share.set_defaults(func=_publish)

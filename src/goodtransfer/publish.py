@@ -51,6 +51,15 @@ def publish(run_dirs: Sequence[Path], repo: Path = Path(".")) -> list[Path]:
     return [Path(path) for path in pointers]
 
 
+def track(root: Path, repo: Path = Path(".")) -> Path:
+    """``dvc add`` a dataset folder (inside the repository); returns the ``.dvc`` pointer to commit."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: dataset folder not found")
+    _dvc("add", "--quiet", str(root), cwd=repo)
+    return Path(f"{root}.dvc")
+
+
 def _md5(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
