@@ -35,3 +35,56 @@ def test_registry_gives_the_authors_address_and_rejects_unknown_names():
     assert released_url("exemplar_v2", REGISTRY).endswith("/good_transfer/exemplar_v2.pth")
     with pytest.raises(InputError, match="exemplar_v3"):
         released_url("exemplar_v3", REGISTRY)
+
+
+def _moco_file(path):
+    import torch
+
+    from goodtransfer.models.backbone import build_resnet
+
+    torch.manual_seed(0)
+    weights = {f"module.encoder_q.{k}": v for k, v in build_resnet("resnet10").state_dict().items()}
+    torch.save({"state_dict": {k: v for k, v in weights.items() if ".fc." not in k}}, path)
+
+
+def test_import_verifies_the_checksum_recorded_at_fetch_and_refuses_a_changed_file(tmp_path):
+    from goodtransfer.pretrain.train import import_backbone
+
+    source = tmp_path / "released.pth"
+    _moco_file(source)
+    fetched = tmp_path / "checkpoints/released/moco.pth"
+    fetch(source.as_uri(), fetched)
+    spec = {"run": "r", "arch": "resnet10", "import_from": str(fetched)}
+    import_backbone(spec, tmp_path / "ok.pt", tmp_path / "ok.json")
+    assert read_json(tmp_path / "ok.json")["imported_from"] == str(fetched)
+    fetched.write_bytes(fetched.read_bytes() + b"tampered")
+    with pytest.raises(InputError, match="SHA-256 differs"):
+        import_backbone(spec, tmp_path / "bad.pt", tmp_path / "bad.json")
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_import_verifies_the_md5_of_a_dvc_imported_file(tmp_path):
+    from goodtransfer.pretrain.train import import_backbone
+
+    released = tmp_path / "moco.pth"
+    _moco_file(released)
+    md5 = hashlib.md5(released.read_bytes(), usedforsecurity=False).hexdigest()
+    (tmp_path / "moco.pth.dvc").write_text(f"outs:\n- md5: {md5}\n  path: moco.pth\n")
+    spec = {"run": "r", "arch": "resnet10", "import_from": str(released)}
+    import_backbone(spec, tmp_path / "ok.pt", tmp_path / "ok.json")
+    (tmp_path / "moco.pth.dvc").write_text(
+        "outs:\n- md5: 0123456789abcdef0123456789abcdef\n  path: moco.pth\n"
+    )
+    with pytest.raises(InputError, match="MD5 differs"):
+        import_backbone(spec, tmp_path / "bad.pt", tmp_path / "bad.json")
+
+
+def test_every_released_checkpoint_has_a_dvc_import_url_line():
+    from goodtransfer.fetch import dvc_import_commands
+
+    lines = dvc_import_commands(REGISTRY)
+    assert (
+        "dvc import-url " + released_url("exemplar_v2", REGISTRY) + " checkpoints/released/exemplar_v2.pth"
+        in lines
+    )
+    assert len(lines) == len(set(lines)) >= 20

@@ -114,6 +114,12 @@ def _fetch(args: argparse.Namespace) -> None:
     print(f"fetched {args.url} -> {args.out} (sha256 {sha256})", file=sys.stderr)
 
 
+def _released(args: argparse.Namespace) -> None:
+    from goodtransfer.fetch import dvc_import_commands
+
+    print("\n".join(dvc_import_commands(args.registry)))
+
+
 def _spec(args: argparse.Namespace) -> None:
     from goodtransfer import config as gtc
 
@@ -208,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.set_defaults(func=_fetch)
+    released = sub.add_parser("released", help="print `dvc import-url` lines for the authors' checkpoints")
+    released.add_argument("--registry", type=Path, default=Path("paper/reference/released_checkpoints.yaml"))
+    released.set_defaults(func=_released)
     spec = sub.add_parser("spec", help="print a job's resolved spec (JSON), as the workflow passes it")
     spec.add_argument("kind", help="pretrain, linear, or a detection protocol such as voc07")
     spec.add_argument("run")

@@ -21,6 +21,13 @@ def released_url(name: str, registry: str | Path) -> str:
     return f"{entries['base_url']}{name}.pth"
 
 
+def dvc_import_commands(registry: str | Path, folder: str = "checkpoints/released") -> list[str]:
+    """``dvc import-url`` lines for every released checkpoint: DVC then records each file's checksum at
+    import, and ``import_from`` loading verifies it (``publish.verify_recorded_checksum``)."""
+    entries: dict[str, Any] = read_yaml(registry)
+    return [f"dvc import-url {released_url(name, registry)} {folder}/{name}.pth" for name in entries["files"]]
+
+
 def fetch(url: str, out: Path, timeout_s: float = 60.0) -> str:
     """Stream ``url`` into ``out`` (atomically) and return its SHA-256; ``<out>.json`` records both."""
     digest = hashlib.sha256()
