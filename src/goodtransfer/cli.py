@@ -114,6 +114,31 @@ def _fetch(args: argparse.Namespace) -> None:
     print(f"fetched {args.url} -> {args.out} (sha256 {sha256})", file=sys.stderr)
 
 
+def _detectron2(args: argparse.Namespace) -> None:
+    from goodtransfer.transfer.detectron2_backend import run_detectron2
+
+    roots = dict(pair.split("=", 1) for pair in args.data)
+    run_detectron2(
+        json.loads(args.spec), args.protocol, args.checkpoint, roots, args.metrics, args.work_dir,
+        norm=args.norm, num_gpus=args.num_gpus,
+    )  # fmt: skip
+
+
+def _fp_analysis(args: argparse.Namespace) -> None:
+    from goodtransfer.evaluate.error_analysis import write_analysis
+
+    options = json.loads(args.options)
+    write_analysis(
+        args.out, args.detections, args.voc_root, args.split, top_n=options.pop("top_n", None), **options
+    )
+
+
+def _figure(args: argparse.Namespace) -> None:
+    from goodtransfer.report.paper_figures import make_figure
+
+    make_figure(args.name, json.loads(args.spec), args.analyses, args.out_pdf, args.out_json)
+
+
 def _released(args: argparse.Namespace) -> None:
     from goodtransfer.fetch import dvc_import_commands
 
@@ -214,6 +239,36 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.set_defaults(func=_fetch)
+    d2 = sub.add_parser("detectron2", help="a VOC/COCO protocol through detectron2 (the detection container)")
+    d2.add_argument("--protocol", choices=["voc07", "voc0712", "coco"], required=True)
+    d2.add_argument(
+        "--spec", required=True, help="the protocol's resolved spec, JSON (goodtransfer spec ...)"
+    )
+    d2.add_argument("--checkpoint", type=Path, required=True)
+    d2.add_argument(
+        "--data", nargs="+", required=True, metavar="NAME=ROOT", help="VOC2007=..., VOC2012=..., coco=..."
+    )
+    d2.add_argument("--metrics", type=Path, required=True)
+    d2.add_argument("--work-dir", type=Path, required=True)
+    d2.add_argument(
+        "--norm", default="naiveSyncBN", help="MODEL.RESNETS.NORM (MoCo's naiveSyncBN by default)"
+    )
+    d2.add_argument("--num-gpus", type=int, default=1)
+    d2.set_defaults(func=_detectron2)
+    fp = sub.add_parser("fp-analysis", help="false-positive types of VOC detections (Hoiem et al. 2012)")
+    fp.add_argument("--detections", type=Path, required=True)
+    fp.add_argument("--voc-root", type=Path, required=True)
+    fp.add_argument("--split", required=True)
+    fp.add_argument("--options", default="{}", help="analysis options, JSON (top_n, toolbox_cut, ...)")
+    fp.add_argument("--out", type=Path, required=True)
+    fp.set_defaults(func=_fp_analysis)
+    figure = sub.add_parser("figure", help="plot a paper figure from its analyses")
+    figure.add_argument("--name", required=True)
+    figure.add_argument("--spec", required=True, help="the figure's config entry, JSON")
+    figure.add_argument("--analyses", type=Path, nargs="+", required=True)
+    figure.add_argument("--out-pdf", type=Path, required=True)
+    figure.add_argument("--out-json", type=Path, required=True)
+    figure.set_defaults(func=_figure)
     released = sub.add_parser("released", help="print `dvc import-url` lines for the authors' checkpoints")
     released.add_argument("--registry", type=Path, default=Path("paper/reference/released_checkpoints.yaml"))
     released.set_defaults(func=_released)

@@ -2,6 +2,8 @@
 
 detectron2 is never imported here: we write the files its ``train_net.py`` reads and parse the
 metrics it writes, so the paper's detection runs can use the reference implementation on a GPU host.
+:func:`run_detectron2` does all of it, running ``goodtransfer.transfer.detectron2_train`` (our
+``train_net.py``) in a child process where detectron2 is importable.
 
 Values checked against facebookresearch/moco at commit 7397dfe (2023-01-18, "Relicense MoCo under
 MIT"; the detection/ folder was deleted in later commits):
@@ -32,13 +34,17 @@ sampling, warmup, weight decay, input sizes) is written out explicitly, so the f
 from __future__ import annotations
 
 import copyreg
+import importlib.util
 import io
 import json
 import math
 import os
 import pickle
 import re
-from collections.abc import Mapping
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +52,10 @@ import numpy as np
 import torch
 import yaml
 
-from goodtransfer.io import InputError, atomic_path
+from goodtransfer.checkpoint import weights_digest
+from goodtransfer.checkpoint_import import load_any_backbone
+from goodtransfer.io import InputError, atomic_path, spec_hash, write_json, write_text
+from goodtransfer.transfer.detectron2_train import build_datasets_dir, dataset_folder
 
 Protocol = Literal["voc07", "voc0712", "coco"]
 PROTOCOLS: tuple[str, ...] = ("voc07", "voc0712", "coco")
@@ -55,6 +64,7 @@ PROTOCOLS: tuple[str, ...] = ("voc07", "voc0712", "coco")
 PIXEL_MEAN = [123.675, 116.280, 103.530]
 PIXEL_STD = [58.395, 57.120, 57.375]
 DEFAULT_NORM = "naiveSyncBN"  # Base-RCNN-C4-BN.yaml at 7397dfe
+DEPTHS = (18, 34, 50, 101)  # what detectron2's build_resnet_backbone builds (and not our resnet10)
 
 # The splits detectron2 registers for Pascal VOC (detectron2/data/datasets/builtin.py).
 VOC_DATASETS = frozenset(
@@ -193,7 +203,11 @@ def dataset_names(spec: Mapping[str, Any], protocol: str) -> tuple[list[str], li
     return train, test
 
 
-def _model_section(spec: Mapping[str, Any], protocol: str, weights: str, norm: str) -> dict[str, Any]:
+def _model_section(
+    spec: Mapping[str, Any], protocol: str, weights: str, norm: str, depth: int
+) -> dict[str, Any]:
+    if depth not in DEPTHS:
+        raise InputError(f"ResNet depth {depth}: detectron2 builds depths {list(DEPTHS)} only")
     rpn, roi = spec["rpn"], spec["roi_heads"]
     return {
         "META_ARCHITECTURE": "GeneralizedRCNN",
@@ -202,7 +216,13 @@ def _model_section(spec: Mapping[str, Any], protocol: str, weights: str, norm: s
         "PIXEL_MEAN": list(PIXEL_MEAN),
         "PIXEL_STD": list(PIXEL_STD),
         "BACKBONE": {"NAME": "build_resnet_backbone", "FREEZE_AT": 0},
-        "RESNETS": {"DEPTH": 50, "NORM": norm, "STRIDE_IN_1X1": False, "OUT_FEATURES": ["res4"]},
+        "RESNETS": {
+            "DEPTH": depth,
+            "RES2_OUT_CHANNELS": 64 if depth < 50 else 256,  # detectron2 requires 64 for BasicBlock nets
+            "NORM": norm,
+            "STRIDE_IN_1X1": False,
+            "OUT_FEATURES": ["res4"],
+        },
         "ANCHOR_GENERATOR": {
             "SIZES": [[int(size) for size in spec["anchor_sizes"]]],  # one feature map (res4)
             "ASPECT_RATIOS": [[float(ratio) for ratio in spec["aspect_ratios"]]],
@@ -248,14 +268,19 @@ def _solver_section(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_config(
-    spec: Mapping[str, Any], protocol: Protocol, weights: str, output_dir: str, norm: str = DEFAULT_NORM
+    spec: Mapping[str, Any],
+    protocol: Protocol,
+    weights: str,
+    output_dir: str,
+    norm: str = DEFAULT_NORM,
+    depth: int = 50,
 ) -> dict[str, Any]:
     """The detectron2 config of :func:`emit_config` as a nested dict."""
     _check_spec(spec)
     train, test = dataset_names(spec, protocol)
     return {
         "VERSION": 2,  # detectron2 guesses (and warns) when a config has no VERSION
-        "MODEL": _model_section(spec, protocol, weights, norm),
+        "MODEL": _model_section(spec, protocol, weights, norm, depth),
         "INPUT": {
             "FORMAT": "RGB",
             "MIN_SIZE_TRAIN": [int(size) for size in spec["min_size_train"]],
@@ -277,32 +302,41 @@ def build_config(
 
 
 def emit_config(
-    spec: Mapping[str, Any], protocol: Protocol, weights: str, output_dir: str, norm: str = DEFAULT_NORM
+    spec: Mapping[str, Any],
+    protocol: Protocol,
+    weights: str,
+    output_dir: str,
+    norm: str = DEFAULT_NORM,
+    depth: int = 50,
 ) -> str:
     """A flat detectron2 YAML (no ``_BASE_``) equal to MoCo's C4-BN config with its ``_moco`` overrides.
 
     Numbers come from ``spec`` (see ``detection.<protocol>`` in the config); ``norm`` defaults to
-    MoCo's "naiveSyncBN". Keys are sorted, so the same inputs always give the same text.
+    MoCo's "naiveSyncBN", ``depth`` to MoCo's R50. detectron2's C4 head always builds a bottleneck res5,
+    so with depth 18/34 the checkpoint's res5 (basic blocks) loads only where shapes agree: those depths
+    are for smoke tests, not for results. Keys are sorted, so the same inputs always give the same text.
     """
     header = f"# detectron2 config for protocol {protocol}, written by goodtransfer (MoCo R50-C4 BN recipe)\n"
-    config = build_config(spec, protocol, weights, output_dir, norm)
+    config = build_config(spec, protocol, weights, output_dir, norm, depth)
     return header + yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
 
 
 METRICS = ("AP", "AP50", "AP75")
 
 
-def parse_detectron2_metrics(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, float]:
-    """Final box AP, AP50, AP75 from an evaluator result or detectron2's ``metrics.json``.
+def parse_detectron2_metrics(
+    source: str | os.PathLike[str] | Mapping[str, Any], task: str = "bbox"
+) -> dict[str, float]:
+    """Final AP, AP50, AP75 of ``task`` ("bbox" or "segm") from an evaluator result or ``metrics.json``.
 
     A mapping may be the evaluator's ``{"bbox": {"AP", "AP50", "AP75"}}`` or the flattened
     ``{"bbox/AP", ...}``. A path is read as JSON lines (detectron2's ``metrics.json``): the last line
-    with ``bbox/AP`` wins. Names prefixed by a dataset (several test sets) are not read.
+    with ``<task>/AP`` wins. Names prefixed by a dataset (several test sets) are not read.
     """
     if isinstance(source, Mapping):
-        found = _bbox_metrics(source)
+        found = _task_metrics(source, task)
         if found is None:
-            raise InputError("detectron2 results: no 'bbox' entry with AP, AP50, AP75")
+            raise InputError(f"detectron2 results: no {task!r} entry with AP, AP50, AP75")
         return found
     path = Path(source)
     try:
@@ -312,9 +346,9 @@ def parse_detectron2_metrics(source: str | os.PathLike[str] | Mapping[str, Any])
     last: dict[str, float] | None = None
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            last = _bbox_metrics(_json_line(path, number, line), f"{path}: line {number}") or last
+            last = _task_metrics(_json_line(path, number, line), task, f"{path}: line {number}") or last
     if last is None:
-        raise InputError(f"{path}: no line with bbox/AP (did detectron2's final evaluation run?)")
+        raise InputError(f"{path}: no line with {task}/AP (did detectron2's final evaluation run?)")
     return last
 
 
@@ -328,18 +362,119 @@ def _json_line(path: Path, number: int, line: str) -> Mapping[str, Any]:
     return record
 
 
-def _bbox_metrics(record: Mapping[str, Any], where: str = "detectron2 results") -> dict[str, float] | None:
-    """AP/AP50/AP75 of a nested or flattened record; None when it holds no box results."""
-    if isinstance(record.get("bbox"), Mapping):
-        values, names = record["bbox"], {metric: metric for metric in METRICS}
-    elif "bbox/AP" in record:
-        values, names = record, {metric: f"bbox/{metric}" for metric in METRICS}
+def _task_metrics(
+    record: Mapping[str, Any], task: str, where: str = "detectron2 results"
+) -> dict[str, float] | None:
+    """AP/AP50/AP75 of ``task`` in a nested or flattened record; None when it holds no such results."""
+    if isinstance(record.get(task), Mapping):
+        values, names = record[task], {metric: metric for metric in METRICS}
+    elif f"{task}/AP" in record:
+        values, names = record, {metric: f"{task}/{metric}" for metric in METRICS}
     else:
         return None
     result = {}
     for metric, name in names.items():
         value = values.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InputError(f"{where}: bbox {metric} should be a finite number, got {value!r}")
+            raise InputError(f"{where}: {task} {metric} should be a finite number, got {value!r}")
         result[metric] = float(value)
     return result
+
+
+def detectron2_metrics(path: str | os.PathLike[str], protocol: str) -> dict[str, float]:
+    """The keys our torchvision path writes: AP/AP50/AP75 for VOC, ``{bbox,segm}_{AP,AP50,AP75}`` for COCO."""
+    if protocol != "coco":
+        return parse_detectron2_metrics(path)
+    return {
+        f"{task}_{name}": value
+        for task in ("bbox", "segm")
+        for name, value in parse_detectron2_metrics(path, task).items()
+    }
+
+
+MISSING_DETECTRON2 = (
+    "detectron2 is not importable by {python}: the detectron2 backend runs inside the detection container "
+    "(apptainer build containers/detection.sif containers/detection.def, then run it through "
+    "`apptainer exec containers/detection.sif ...`) or in an environment with detectron2 installed "
+    "(facebookresearch/detectron2 at the commit pinned in containers/detection.def). The default "
+    "torchvision path (`python -m goodtransfer voc`) needs no detectron2."
+)
+
+
+def run_detectron2(
+    spec: Mapping[str, Any],
+    protocol: Protocol,
+    checkpoint: str | os.PathLike[str],
+    data_roots: Mapping[str, str | os.PathLike[str]],
+    metrics_out: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    norm: str = DEFAULT_NORM,
+    opts: Sequence[str] = (),
+    num_gpus: int = 1,
+) -> dict[str, Any]:
+    """Fine-tune and evaluate ``checkpoint`` on ``protocol`` with detectron2; write ``metrics_out``.
+
+    ``data_roots`` maps detectron2's dataset folders to our roots: ``VOC2007`` (voc07, voc0712),
+    ``VOC2012`` (voc0712), ``coco`` (coco); see ``detectron2_train``. ``work_dir`` receives the converted
+    weights, ``config.yaml``, the ``datasets/`` links and ``train-<hash>/`` (detectron2's OUTPUT_DIR),
+    named by a hash of the spec, options and weights, so a rerun resumes only the same run. ``opts``
+    are detectron2 ``KEY VALUE`` overrides. Training runs in a child process: a crash there (CUDA, a
+    killed worker) cannot leave a half-written metrics file here.
+    """
+    if importlib.util.find_spec("detectron2") is None:
+        raise InputError(MISSING_DETECTRON2.format(python=sys.executable))
+    began = time.time()
+    state_dict, meta = load_any_backbone(checkpoint)
+    depth = int(meta["arch"].removeprefix("resnet"))
+    if depth not in DEPTHS:
+        raise InputError(f"{checkpoint}: {meta['arch']}; detectron2 builds ResNet depths {list(DEPTHS)} only")
+    run = {"spec": dict(spec), "protocol": protocol, "norm": norm, "opts": [str(o) for o in opts]}
+    digest = spec_hash({**run, "weights": weights_digest(state_dict)})
+    work = Path(work_dir)
+    weights, config, output = work / "backbone.pkl", work / "config.yaml", work / f"train-{digest}"
+    write_detectron2_checkpoint(state_dict, weights)
+    train, test = dataset_names(spec, protocol)
+    folders = sorted({dataset_folder(name) for name in train + test})
+    if missing := [folder for folder in folders if folder not in data_roots]:
+        raise InputError(f"data_roots: protocol {protocol} reads {folders}; no root given for {missing}")
+    datasets = build_datasets_dir({folder: data_roots[folder] for folder in folders}, work / "datasets")
+    text = emit_config(spec, protocol, str(weights.resolve()), str(output.resolve()), norm, depth)
+    write_text(config, text)
+    command = train_command(spec, protocol, config, output, datasets, opts, num_gpus)
+    returncode = subprocess.run(command, env=_child_env(datasets), check=False).returncode
+    if returncode != 0:
+        raise RuntimeError(f"detectron2 training exited with status {returncode}; see {output / 'log.txt'}")
+    result = {**detectron2_metrics(output / "metrics.json", protocol), "backend": "detectron2",
+              "run": spec.get("run"), "config_hash": digest, "checkpoint": str(checkpoint),
+              "iterations": int(spec["max_iter"]), "detectron2_output": str(output),
+              "seconds": round(time.time() - began, 1)}  # fmt: skip
+    write_json(metrics_out, result)
+    return result
+
+
+def train_command(
+    spec: Mapping[str, Any],
+    protocol: str,
+    config: Path,
+    output: Path,
+    datasets: Path,
+    opts: Sequence[str] = (),
+    num_gpus: int = 1,
+) -> list[str]:
+    """The ``detectron2_train`` command line, always with ``--resume`` (a no-op without a checkpoint)."""
+    command = [sys.executable, "-m", "goodtransfer.transfer.detectron2_train", "--config", str(config)]
+    command += ["--output", str(output), "--datasets", str(datasets), "--num-gpus", str(num_gpus)]
+    command += ["--device", str(spec.get("device", "auto"))]
+    if protocol != "coco":
+        command += ["--classes", *spec["classes"]]
+    return [*command, "--resume", *[str(o) for o in opts]]  # --resume ends the --classes list
+
+
+def _child_env(datasets: Path) -> dict[str, str]:
+    """Our environment, plus the datasets folder, this goodtransfer first on the path, and our threads."""
+    source = str(Path(__file__).resolve().parents[2])  # the folder that holds the goodtransfer package
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    threads = str(torch.get_num_threads())  # what --threads set here; the child would take every core
+    return {**os.environ, "DETECTRON2_DATASETS": str(datasets.resolve()), "PYTHONPATH": path,
+            "OMP_NUM_THREADS": threads}  # fmt: skip
