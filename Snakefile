@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/transfer.smk"
+include: "rules/figures.smk"
 include: "rules/report.smk"
 include: "rules/publish.smk"
 

@@ -146,3 +146,25 @@ def finished_runs(wildcards):
         ).is_file():
             files += [str(folder / "checkpoint.pt"), str(folder / "train_log.json")]
     return files
+
+
+def figure_analyses(entry):
+    """One analysis per run a figure shows, in the figure's order."""
+    return [
+        f"results/fp_analysis/{entry['protocol']}/{run['run']}.json"
+        for run in entry["runs"]
+    ]
+
+
+def fp_analysis_options(protocol):
+    """Hoiem-style analysis settings of the figures drawn from ``protocol`` (the same for all of them)."""
+    for entry in config.get("figures", {}).values():
+        if entry["protocol"] == protocol:
+            return entry.get("analysis", {})
+    return {}
+
+
+def report_figures():
+    return [
+        f"results/figures/{name}.json" for name in config["report"].get("figures", [])
+    ]

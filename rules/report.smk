@@ -74,6 +74,7 @@ rule report:
     input:
         tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
         context="results/report/context.json",
+        figures=report_figures(),
         templates=["paper/report.tex.j2", "paper/tables/table.tex.j2"],
     output:
         tex="paper/build/report.tex",
@@ -86,4 +87,4 @@ rule report:
         REPORT_CONTAINER
     shell:
         "python -m goodtransfer.report.render report --tables {input.tables} --context {input.context}"
-        " --templates paper --out-tex {output.tex} --out-pdf {output.pdf} 2> {log}"
+        " --figures {input.figures} --templates paper --out-tex {output.tex} --out-pdf {output.pdf} 2> {log}"

@@ -56,7 +56,7 @@ CONTRASTIVE_KEYS = ("dim", "K", "m", "T", "mlp", "shuffle_bn_splits")
 
 
 def _check_contrastive(spec: Mapping[str, Any], run: str) -> None:
-    if spec.get("method") == "supervised":
+    if spec.get("method") not in ("moco", "exemplar", "supcon"):
         return
     missing = [key for key in CONTRASTIVE_KEYS if key not in spec.get("moco", {})]
     if missing:

@@ -18,11 +18,13 @@ from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.data.registry import pretraining_images
 from goodtransfer.device import Compute
 from goodtransfer.io import InputError, spec_hash, write_json
-from goodtransfer.models.backbone import backbone_state_dict
+from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain import build_method
 from goodtransfer.pretrain import distributed as ddp
 from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_transform
+from goodtransfer.pretrain.task_supervised import train_task_backbone
 from goodtransfer.progress import Progress
+from goodtransfer.publish import verify_recorded_checksum
 from goodtransfer.resume import ResumeState, seed_everything
 from goodtransfer.schedule import epoch_lr
 
@@ -115,6 +117,7 @@ def import_backbone(spec: dict[str, Any], out: Path, log_json: Path) -> None:
     """A run whose backbone comes from elsewhere (``import_from``): a released checkpoint, or the
     backbone of a supervised detection/segmentation network (Table 2's COCO and Synthia rows)."""
     source = Path(spec["import_from"])
+    verified = verify_recorded_checksum(source)  # a released file must be the one first imported
     state_dict, meta = load_any_backbone(source, arch=spec["arch"])
     imported = {
         "method": f"imported:{meta['source_format']}",
@@ -123,6 +126,7 @@ def import_backbone(spec: dict[str, Any], out: Path, log_json: Path) -> None:
         "epoch": meta.get("epoch", -1),
         "arch": meta["arch"],
         "source": str(source),
+        "source_checksum": verified,
     }
     save_backbone(out, state_dict, imported)
     write_json(
@@ -136,10 +140,22 @@ def import_backbone(spec: dict[str, Any], out: Path, log_json: Path) -> None:
     )
 
 
+def save_initialisation(spec: dict[str, Any], out: Path, log_json: Path) -> None:
+    """A randomly initialised backbone (seeded), written as a pretraining run that trained nothing."""
+    seed_everything(spec["seed"])
+    digest = spec_hash(spec)
+    save_backbone(out, backbone_state_dict(build_resnet(spec["arch"])), _meta(spec, digest, 0))
+    write_json(log_json, {"run": spec["run"], "config_hash": digest, "history": []})
+
+
 def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, log_json: Path) -> None:
     """Train ``spec`` on ``data_root`` and write the backbone checkpoint ``out`` and a log."""
     if spec.get("import_from"):
         return import_backbone(spec, out, log_json)
+    if spec.get("method") == "scratch":  # Table 5's "Scratch" row: the seeded random initialisation
+        return save_initialisation(spec, out, log_json)
+    if spec.get("method") == "task":  # a detection/segmentation network's backbone (Table 2)
+        return train_task_backbone(spec, data_root, out, state_dir, log_json)
     digest = spec_hash(spec)
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)

@@ -206,12 +206,27 @@ def _context_view(context: dict[str, Any]) -> dict[str, Any]:
     return {"scale_note": scale_note, "provenance": provenance, "date": date if isinstance(date, str) else ""}
 
 
+_FIGURE_PATH = re.compile(r"^[A-Za-z0-9_./-]+\.pdf$")
+
+
+def figure_view(record: dict[str, Any], tex_dir: Path, where: str) -> dict[str, Any]:
+    """A figure record (``paper_figures.make_figure``) as the template needs it: the PDF's path relative
+    to the report (it is put in the LaTeX verbatim, so only plain path characters are allowed)."""
+    name, caption, pdf = (_need(record, key, where, str) for key in ("name", "caption", "pdf"))
+    relative = os.path.relpath(Path(pdf).resolve(), tex_dir.resolve())
+    if not _FIGURE_PATH.match(relative):
+        raise InputError(f"{where}: figure path {relative!r} has characters LaTeX would misread")
+    label = LatexSafe("fig:" + (re.sub(r"[^A-Za-z0-9:.-]+", "-", name).strip("-") or "figure"))
+    return {"name": name, "caption": caption, "path": LatexSafe(relative), "label": label}
+
+
 def render_report(
     tables: Sequence[dict[str, Any]],
     context: dict[str, Any],
     template_dir: str | os.PathLike[str] = DEFAULT_TEMPLATE_DIR,
+    figures: Sequence[dict[str, Any]] = (),
 ) -> str:
-    """LaTeX source of the whole report: intro, every table, and a provenance appendix."""
+    """LaTeX source of the whole report: intro, every table, every figure, and a provenance appendix."""
     env = make_environment(template_dir)
     views = [table_view(table) for table in tables]
     names = [view["name"] for view in views]
@@ -221,7 +236,9 @@ def render_report(
         {"view": view, "tex": LatexSafe(_render(env, TABLE_TEMPLATE, f"table {view['name']!r}", table=view))}
         for view in views
     ]
-    return _render(env, REPORT_TEMPLATE, "report", tables=rendered, context=_context_view(context))
+    return _render(
+        env, REPORT_TEMPLATE, "report", tables=rendered, figures=list(figures), context=_context_view(context)
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -237,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--context", required=True, type=Path, help="JSON with scale_note and provenance")
     report.add_argument("--out-tex", required=True, type=Path)
     report.add_argument("--out-pdf", type=Path, help="also compile with latexmk (shell escape off)")
+    report.add_argument("--figures", nargs="*", type=Path, default=[], help="figure records (JSON)")
     for command in (table, report):
         command.add_argument(
             "--templates",
@@ -273,7 +291,8 @@ def _run(args: argparse.Namespace) -> None:
     context = read_json(args.context)
     if not isinstance(context, dict):
         raise InputError(f"{args.context}: expected a JSON object")
-    write_text(args.out_tex, render_report(tables, context, args.templates))
+    figures = [figure_view(read_json(path), args.out_tex.parent, str(path)) for path in args.figures]
+    write_text(args.out_tex, render_report(tables, context, args.templates, figures))
     if args.out_pdf is not None:
         compile_pdf(args.out_tex, args.out_pdf)
 

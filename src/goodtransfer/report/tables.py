@@ -1,7 +1,8 @@
 """Assemble a paper table from metrics files: every cell carries ours, the paper's and its provenance.
 
 A table is declared in the config: groups of rows (one pretraining run each) and columns (a protocol's
-metric). Row i of a group is compared with row i of the same group in the paper's reference table.
+metric). Row i of a group is compared with row i of the same group in the paper's reference table, or, where
+the reference rows are one list (Tables 3-5), with the row named by the row's ``reference_row``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,32 @@ from goodtransfer.io import InputError, read_json
 
 
 def reference_value(
-    reference: Mapping[str, Any], table: str, group: str, index: int, key: str
+    reference: Mapping[str, Any],
+    table: str,
+    group: str | None,
+    index: int,
+    key: str,
+    method: str | None = None,
 ) -> float | None:
+    """The paper's ``key`` for a row: row ``index`` of ``group``, or, for a table whose reference rows are
+    one list (Tables 3-5), the row whose ``method`` is ``method``."""
     try:
-        rows = reference[table]["rows"][group]
-    except KeyError:
+        rows = reference[table]["rows"] if group is None else reference[table]["rows"][group]
+    except (KeyError, TypeError):
         raise InputError(f"reference: no rows for table {table!r}, group {group!r}") from None
-    if index >= len(rows):
+    if method is not None:
+        matches = [row for row in rows if row.get("method") == method]
+        if not matches:
+            known = [row.get("method") for row in rows]
+            raise InputError(f"reference: table {table!r} has no row {method!r}; expected one of {known}")
+        row = matches[0]
+    elif index >= len(rows):
         raise InputError(
             f"reference: table {table!r} group {group!r} has {len(rows)} rows; asked for row {index}"
         )
-    value = rows[index].get(key)
+    else:
+        row = rows[index]
+    value = row.get(key)
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -68,7 +84,12 @@ def build_table(
                     row["run"],
                     metrics_files,
                     reference_value(
-                        reference, declaration["reference"], group["reference_group"], index, column["key"]
+                        reference,
+                        declaration["reference"],
+                        group.get("reference_group"),
+                        index,
+                        column["key"],
+                        row.get("reference_row"),
                     ),
                 )
                 for column in columns
