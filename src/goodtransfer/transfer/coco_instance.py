@@ -44,6 +44,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import ResNet
 from torchvision.transforms.functional import pil_to_tensor
 
+from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.device import Compute
@@ -51,7 +52,7 @@ from goodtransfer.evaluate.coco import evaluate_coco
 from goodtransfer.io import InputError, spec_hash, write_json, write_text
 from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
-from goodtransfer.transfer.c4 import build_c4_detector
+from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
 from goodtransfer.transfer.voc_detection import IterationSampler
 
 SPEC_KEYS = (
@@ -206,6 +207,13 @@ def build_c4_mask_rcnn(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -
     mask_head = C4MaskHead(model.roi_heads.box_head.out_channels, spec["mask_conv_dim"], num_classes)
     model.roi_heads = Res5MaskRoIHeads(model.roi_heads, mask_head, resolution)
     return model
+
+
+def resnet_state_dict(model: FasterRCNN) -> dict[str, torch.Tensor]:
+    """The detector's ResNet weights under torchvision keys: ``c4.backbone_keys_loaded`` inverted, so
+    conv1..layer3 come from ``backbone.*`` and layer4 from the RoI head's ``res5``."""
+    weights, where = model.state_dict(), backbone_keys_loaded(model)
+    return {resnet: weights[inside].detach().clone() for resnet, inside in where.items()}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -389,9 +397,12 @@ def run(
     metrics_out: Path,
     state_dir: Path,
     detections_out: Path | None = None,
+    backbone_out: Path | None = None,
 ) -> None:
     """Fine-tune on ``train_splits``, evaluate on ``test_split``; write metrics.json and the raw results
-    (``detections_out``, default ``coco_instances_results.json`` beside the metrics)."""
+    (``detections_out``, default ``coco_instances_results.json`` beside the metrics). With
+    ``backbone_out``, also save the trained detector's ResNet as a backbone checkpoint (Table 2's
+    supervised COCO row: "the backbone is taken from the detection network")."""
     if missing := [k for k in SPEC_KEYS if k not in spec]:
         raise InputError(f"spec: missing key(s) {missing}; see goodtransfer.transfer.coco_instance")
     digest = spec_hash(spec)
@@ -401,7 +412,7 @@ def run(
     if test.category_ids != train.category_ids:
         raise InputError(f"{test.json_path}: categories differ from {train.json_path}")
     compute = Compute.from_spec(spec)
-    resnet, _ = resnet_from_checkpoint(checkpoint)
+    resnet, source = resnet_from_checkpoint(checkpoint)
     model = compute.module(build_c4_mask_rcnn(resnet, len(train.category_ids), spec))
     began = time.time()
     data = CocoInstanceData(train.records)
@@ -416,3 +427,7 @@ def run(
         "train_images": len(train.records), "test_images": len(test.records),
         "categories": len(train.category_ids),
     })  # fmt: skip
+    if backbone_out is not None:
+        meta = {"method": "supervised-detection", "run": spec["run"], "config_hash": digest, "epoch": -1,
+                "iterations": spec["max_iter"], "arch": source["arch"], "init": str(checkpoint)}  # fmt: skip
+        save_backbone(backbone_out, resnet_state_dict(model), meta)

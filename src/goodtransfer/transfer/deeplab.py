@@ -47,11 +47,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.checkpoint import save_backbone
+from goodtransfer.checkpoint_import import infer_arch, resnet_from_checkpoint
 from goodtransfer.data.cityscapes import IGNORE, load_split, read_train_ids
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationEvaluator
 from goodtransfer.io import InputError, spec_hash, write_json
+from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
 from goodtransfer.transfer.voc_detection import IterationSampler
@@ -153,6 +155,11 @@ def _out_channels(layer: nn.Sequential) -> int:
 def build_from_checkpoint(spec: dict[str, Any], checkpoint: Path) -> DeepLabV3:
     resnet, _ = resnet_from_checkpoint(checkpoint)
     return DeepLabV3(resnet, len(CITYSCAPES_CLASSES), spec)
+
+
+def resnet_state_dict(model: DeepLabV3) -> dict[str, torch.Tensor]:
+    """The segmenter's ResNet weights under torchvision keys (dilation changes no key or shape)."""
+    return backbone_state_dict(model.backbone)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -378,8 +385,17 @@ def _check_spec(spec: dict[str, Any]) -> None:
         )
 
 
-def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Path, state_dir: Path) -> None:
-    """Fine-tune DeepLab-v3 from ``checkpoint`` on Cityscapes train, evaluate on val, write metrics.json."""
+def run(
+    spec: dict[str, Any],
+    checkpoint: Path,
+    data_root: Path,
+    metrics_out: Path,
+    state_dir: Path,
+    backbone_out: Path | None = None,
+) -> None:
+    """Fine-tune DeepLab-v3 from ``checkpoint`` on Cityscapes train, evaluate on val, write metrics.json.
+    With ``backbone_out``, also save the trained segmenter's ResNet as a backbone checkpoint (Table 2's
+    supervised Synthia row: "a supervised segmentation network")."""
     _check_spec(spec)
     digest = spec_hash(spec)
     seed_everything(spec["seed"])
@@ -407,3 +423,15 @@ def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Pa
             "val_images": len(val_pairs),
         },
     )
+    if backbone_out is not None:
+        weights = resnet_state_dict(model)
+        meta = {
+            "method": "supervised-segmentation",
+            "run": spec["run"],
+            "config_hash": digest,
+            "epoch": -1,
+            "iterations": spec["max_iter"],
+            "arch": infer_arch(checkpoint, weights),
+            "init": str(checkpoint),
+        }
+        save_backbone(backbone_out, weights, meta)

@@ -1,0 +1,107 @@
+"""Supervised pretraining by a downstream task: Table 2's COCO and Synthia rows.
+
+The paper's supervised COCO model is "a backbone taken from a supervised detection network" trained on
+train2017 with box labels, and its Synthia model "a supervised segmentation network" trained with pixel
+labels. A run with ``method: task`` trains the registered task ``task`` (``transfer.tasks.TASKS``) with
+``task_settings`` on the run's own dataset, and its trained ResNet becomes the run's checkpoint.
+
+The network starts from random initialisation: the paper does not say how its detection and segmentation
+networks were initialised, and starting from an ImageNet model would leak ImageNet labels into a row
+meant to show what COCO boxes or Synthia pixels teach. ``init_from`` (a checkpoint path, any layout
+``checkpoint_import`` reads) starts from that backbone instead, for users who want otherwise.
+
+Spec keys: ``task``, ``task_settings`` (the task's own spec keys, e.g. ``coco_instance``'s), ``arch``,
+``seed``, ``run``, optional ``init_from``; ``device``, ``precision``, ``channels_last`` pass through.
+Files under ``state_dir``: ``init.pt`` (the starting backbone, reused on resume), ``task/`` (the task's
+resumable state) and ``task_metrics.json`` (what the task measured on its own test split).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from goodtransfer.checkpoint import load_backbone, save_backbone
+from goodtransfer.checkpoint_import import load_any_backbone
+from goodtransfer.io import InputError, read_json, spec_hash, write_json
+from goodtransfer.models.backbone import backbone_state_dict, build_resnet
+from goodtransfer.resume import seed_everything
+from goodtransfer.transfer import tasks
+
+COMPUTE_KEYS = ("device", "precision", "channels_last")
+
+
+def task_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's spec: its settings plus the pretraining run's seed, name and compute keys."""
+    compute = {key: spec[key] for key in COMPUTE_KEYS if key in spec}
+    return {**spec["task_settings"], "seed": spec["seed"], "run": spec["run"], **compute}
+
+
+def _task_runner(spec: Mapping[str, Any]) -> Callable[..., None]:
+    where = f"pretrain.runs.{spec.get('run')}"
+    if "task" not in spec or not isinstance(spec.get("task_settings"), Mapping):
+        raise InputError(f"config: {where}: method task needs keys task (a task name) and task_settings")
+    entry = tasks.task(spec["task"])
+    if spec.get("data_kind", entry.data_kind) != entry.data_kind:
+        raise InputError(
+            f"config: {where}: task {spec['task']!r} reads {entry.data_kind} data but dataset "
+            f"{spec.get('dataset')!r} is of kind {spec['data_kind']!r}; pick a {entry.data_kind} dataset"
+        )
+    if not _gives_backbone(spec["task"]):
+        able = [name for name in tasks.TASKS if _gives_backbone(name)]
+        raise InputError(
+            f"config: {where}: task {spec['task']!r} cannot save a backbone; expected one of {able}"
+        )
+    return tasks.runner(spec["task"])
+
+
+def _gives_backbone(name: str) -> bool:
+    """A task can pretrain if its ``run`` takes ``backbone_out``."""
+    return "backbone_out" in inspect.signature(tasks.runner(name)).parameters
+
+
+def initial_checkpoint(spec: Mapping[str, Any], state_dir: Path) -> Path:
+    """``state_dir/init.pt``: random ``arch`` weights seeded with ``seed``, or ``init_from``'s backbone;
+    written once (atomically) and reused on resume while arch, seed and init_from stay the same."""
+    path = Path(state_dir) / "init.pt"
+    key = spec_hash({name: spec.get(name) for name in ("arch", "seed", "init_from")})
+    if path.is_file() and load_backbone(path)[1].get("init_key") == key:
+        return path
+    if spec.get("init_from"):
+        weights, _ = load_any_backbone(spec["init_from"], arch=spec["arch"])
+        method = "imported"
+    else:
+        seed_everything(spec["seed"])
+        weights, method = backbone_state_dict(build_resnet(spec["arch"])), "random"
+    meta = {"method": method, "run": spec["run"], "arch": spec["arch"], "epoch": 0, "init_key": key}
+    save_backbone(path, weights, {**meta, "source": str(spec.get("init_from") or "")})
+    return path
+
+
+def train_task_backbone(
+    spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, log_json: Path
+) -> None:
+    """Train the task network from ``initial_checkpoint`` on ``data_root``; its ResNet goes to ``out``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError(
+            f"config: pretrain.runs.{spec['run']}: method task runs in one process; "
+            "give the job one GPU (the task itself is not data parallel)"
+        )
+    run = _task_runner(spec)
+    state_dir = Path(state_dir)
+    init = initial_checkpoint(spec, state_dir)
+    metrics = state_dir / "task_metrics.json"
+    run(task_spec(spec), init, Path(data_root), metrics, state_dir / "task", backbone_out=Path(out))
+    write_json(
+        log_json,
+        {
+            "run": spec["run"],
+            "config_hash": spec_hash(spec),
+            "history": [],
+            "task": spec["task"],
+            "task_metrics": read_json(metrics),
+        },
+    )
