@@ -148,6 +148,12 @@ def finished_runs(wildcards):
     return files
 
 
+def inversion_spec(entry):
+    """An inversion figure's entry with the compute settings and seed its job runs with."""
+    settings = {**entry["settings"], **config["compute"], "seed": config["seed"]}
+    return {**entry, "settings": settings}
+
+
 def figure_analyses(entry):
     """One analysis per run a figure shows, in the figure's order."""
     return [

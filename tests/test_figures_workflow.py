@@ -17,8 +17,12 @@ RUNS = [{"run": "supervised-f", "label": "Supervised"}, {"run": "mocov2-f", "lab
 def built(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("figures"))
     overrides = {
-        "figures": {"figure1": {"runs": RUNS}, "figure7": {"runs": RUNS}},
-        "report": {"tables": ["table1"], "figures": ["figure1", "figure7"]},
+        "figures": {
+            "figure1": {"runs": RUNS},
+            "figure7": {"runs": RUNS},
+            "figure2": {"runs": RUNS, "images": {"count": 2}, "settings": {"iterations": 20}},
+        },
+        "report": {"tables": ["table1"], "figures": ["figure1", "figure2", "figure7"]},
     }
     write_config(workdir / "figures.yaml", overrides)
     done = snakemake(
@@ -42,7 +46,16 @@ def test_report_includes_both_figures_with_their_captions(built):
     ).stdout
     flat = " ".join(text.split())
     assert "Figure 1: False positives of VOC07 detectors" in flat
-    assert "Figure 2: False-positive types among each class" in flat
+    assert "Figure 2: Images reconstructed from the res5 features" in flat
+    assert "Figure 3: False-positive types among each class" in flat
+
+
+def test_inversion_figure_records_a_perceptual_distance_per_backbone(built):
+    record = json.loads((built / "results/figures/figure2.json").read_text())
+    assert record["kind"] == "inversion" and len(record["images"]) == 2
+    assert set(record["heights"]) == {"Supervised", "MoCo-v2"}
+    assert all(value > 0 for value in record["heights"].values())
+    assert len(list((built / "results/inversion/figure2/reconstructions/MoCo-v2").glob("*.png"))) == 2
 
 
 def test_changed_detections_change_the_figure_data(built):

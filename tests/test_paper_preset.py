@@ -68,9 +68,9 @@ def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
         "exemplarv2-t0.2",
     }
     table4 = {"fewshot-supervised", "fewshot-mocov2", "fewshot-exemplarv2"}
-    table5 = {"mafl-supervised", "mafl-mocov2", "mafl-exemplarv2"}
+    table5 = {"mafl-scratch", "mafl-supervised", "mafl-mocov2", "mafl-exemplarv2"}
     assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} == runs
-    assert len(runs) == 41
+    assert len(runs) == 42
 
 
 def test_exemplar_and_table10_settings_follow_the_paper():

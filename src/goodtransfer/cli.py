@@ -134,9 +134,21 @@ def _fp_analysis(args: argparse.Namespace) -> None:
 
 
 def _figure(args: argparse.Namespace) -> None:
-    from goodtransfer.report.paper_figures import make_figure
+    from goodtransfer.report.paper_figures import make_figure, make_inversion_figure
 
-    make_figure(args.name, json.loads(args.spec), args.analyses, args.out_pdf, args.out_json)
+    spec = json.loads(args.spec)
+    if spec["kind"] == "inversion":
+        make_inversion_figure(
+            args.name, spec, args.checkpoints, args.data, args.out_pdf, args.out_json, args.work_dir
+        )
+    else:
+        make_figure(args.name, spec, args.analyses, args.out_pdf, args.out_json)
+
+
+def _random_network(args: argparse.Namespace) -> None:
+    from goodtransfer.evaluate.perceptual import write_random_network
+
+    write_random_network(args.net, args.seed, args.out)
 
 
 def _released(args: argparse.Namespace) -> None:
@@ -265,10 +277,18 @@ def _parser() -> argparse.ArgumentParser:
     figure = sub.add_parser("figure", help="plot a paper figure from its analyses")
     figure.add_argument("--name", required=True)
     figure.add_argument("--spec", required=True, help="the figure's config entry, JSON")
-    figure.add_argument("--analyses", type=Path, nargs="+", required=True)
+    figure.add_argument("--analyses", type=Path, nargs="*", default=[], help="fp_* figures: one per run")
+    figure.add_argument("--checkpoints", type=Path, nargs="*", default=[], help="inversion: one per run")
+    figure.add_argument("--data", type=Path, help="inversion: the dataset the images come from")
+    figure.add_argument("--work-dir", type=Path, help="inversion: reconstructions (reused when resumed)")
     figure.add_argument("--out-pdf", type=Path, required=True)
     figure.add_argument("--out-json", type=Path, required=True)
     figure.set_defaults(func=_figure)
+    network = sub.add_parser("random-network", help="a seeded random LPIPS feature network (a stand-in)")
+    network.add_argument("--net", required=True)
+    network.add_argument("--seed", type=int, required=True)
+    network.add_argument("--out", type=Path, required=True)
+    network.set_defaults(func=_random_network)
     released = sub.add_parser("released", help="print `dvc import-url` lines for the authors' checkpoints")
     released.add_argument("--registry", type=Path, default=Path("paper/reference/released_checkpoints.yaml"))
     released.set_defaults(func=_released)
@@ -283,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in {"pretrain", "linear", "voc", "transfer"}:
+        if args.command in {"pretrain", "linear", "voc", "transfer", "figure"}:
             _threads(args.threads)
         args.func(args)
     except InputError as err:
