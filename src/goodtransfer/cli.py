@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -300,8 +301,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SLURM sends SIGTERM at the time limit: unwind (so atomic writes delete their temporary files)
+    # and exit with the conventional 128 + 15; the next attempt resumes from the last saved state.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if args.command in {"pretrain", "linear", "voc", "transfer", "figure"}:
             _threads(args.threads)
