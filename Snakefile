@@ -11,6 +11,9 @@ configfile: "config.yaml"
 validate(config, "rules/schemas/config.schema.yaml")
 
 
+report: "paper/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"

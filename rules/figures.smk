@@ -35,7 +35,11 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             figure_analyses(_entry),
         output:
-            pdf=f"paper/build/figures/{_figure}.pdf",
+            pdf=report(
+                f"paper/build/figures/{_figure}.pdf",
+                caption="../paper/report/figure.rst",
+                category="Figures",
+            ),
             record=f"results/figures/{_figure}.json",
         log:
             f"logs/figures/{_figure}.log",
@@ -64,7 +68,11 @@ for _figure, _entry in config.get("figures", {}).items():
             data=dataset_check(_entry["images"]["dataset"]),
             lpips=_entry["settings"]["lpips_weights"],
         output:
-            pdf=f"paper/build/figures/{_figure}.pdf",
+            pdf=report(
+                f"paper/build/figures/{_figure}.pdf",
+                caption="../paper/report/figure.rst",
+                category="Figures",
+            ),
             record=f"results/figures/{_figure}.json",
         log:
             f"logs/figures/{_figure}.log",

@@ -7,7 +7,11 @@ rule table_json:
         lambda w: list(table_metrics(w.table).values()),
         reference="paper/reference/reference_results.yaml",
     output:
-        "results/tables/{table}.json",
+        report(
+            "results/tables/{table}.json",
+            caption="../paper/report/table.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables/{table}.log",
     conda:
@@ -78,7 +82,11 @@ rule report:
         templates=["paper/report.tex.j2", "paper/tables/table.tex.j2"],
     output:
         tex="paper/build/report.tex",
-        pdf="paper/build/report.pdf",
+        pdf=report(
+            "paper/build/report.pdf",
+            caption="../paper/report/report.rst",
+            category="Report",
+        ),
     log:
         "logs/report/report.log",
     conda:

@@ -70,3 +70,11 @@ def test_changed_detections_change_the_figure_data(built):
     after = json.loads((built / "results/figures/figure7.json").read_text())["heights"]["MoCo-v2"]
     assert after != before
     assert all(shares["BG"] == 100.0 for shares in after.values())
+
+
+def test_snakemake_report_html_lists_tables_figures_and_the_report_with_captions(built):
+    done = snakemake(built, "--report", "report.html", "--configfile", "tiny.yaml", "figures.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (built / "report.html").read_text(encoding="utf-8")
+    for text in ("Figures", "Tables", "figure7.pdf", "table1.json", "report.pdf", "False-positive types"):
+        assert text in html, text

@@ -16,6 +16,7 @@ WORKFLOW_FILES = (
     "config.yaml",
     "rules",
     "paper/reference",
+    "paper/report",
     "paper/tables",
     "paper/report.tex.j2",
     "presets",
