@@ -130,3 +130,14 @@ def test_paper_preset_plans_each_downstream_task_with_the_papers_settings(workdi
     fewshot = next(line for line in pretrain_lines if "fewshot-exemplarv2" in line)
     assert '"arch": "resnet18"' in fewshot and '"data_kind": "miniimagenet"' in fewshot
     assert '"epochs": 2000' in fewshot and '"K": 27648' in fewshot
+
+
+def test_paper_only_tables_6_and_10_plan_their_runs_and_protocols(workdir):
+    done = snakemake(workdir, "table6", "table10", "-n", "--configfile", "presets/paper.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done.stdout)
+    voc0712 = {w for rule, w in jobs if rule == "voc_detection" and "voc0712" in w}
+    assert len(voc0712) == 5
+    readouts = {w.removeprefix("run=") for rule, w in jobs if rule == "linear_readout"}
+    assert {"supervised-800ep", "mocov1-k1m", "exemplarv2-t0.2"} <= readouts
+    assert len(readouts) == 14  # 5 + 10 rows, MoCo-v2 in both
