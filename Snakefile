@@ -14,6 +14,12 @@ validate(config, "rules/schemas/config.schema.yaml")
 report: "paper/report/workflow.rst"
 
 
+# A run name is one path component; a downstream run's seed is a number (results/<protocol>/<run>/seed<N>).
+wildcard_constraints:
+    run="[^/]+",
+    seed="[0-9]+",
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"

@@ -1,6 +1,7 @@
 # Shared wiring: resolved job specs (they are the rules' params, so a config edit reruns exactly the
 # jobs it affects), software environments and paths.
 import json
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -8,6 +9,10 @@ from snakemake.exceptions import WorkflowError
 from goodtransfer import config as gtc
 from goodtransfer.fetch import released_url
 
+FP_FIGURES = (
+    "fp_trend",
+    "fp_breakdown",
+)  # figures drawn from Hoiem-style false-positive analyses
 PYTHON_ENV = "../envs/pytorch.yaml"
 PYTHON_CONTAINER = "containers/pytorch.sif"
 REPORT_ENV = "../envs/report.yaml"
@@ -26,9 +31,18 @@ def dataset_check(name):
     return f"results/datasets/{name}.json"
 
 
+def detection_entry(protocol):
+    return gtc.detection_entry(config, protocol)
+
+
+def detection_protocols_pattern():
+    """Wildcard constraint matching exactly the configured ``detection`` protocols."""
+    return "|".join(map(re.escape, config["detection"])) or "(?!)"
+
+
 def detection_checks(protocol):
     """The dataset checks a detection protocol needs: its own dataset and any extra training set."""
-    entry = config["detection"][protocol]
+    entry = detection_entry(protocol)
     names = [
         entry["dataset"],
         *(item["dataset"] for item in entry.get("extra_train", [])),
@@ -65,8 +79,51 @@ def pretrain_input(run):
     )
 
 
+EPOCH_RUN = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
+
+
+def split_epoch(run):
+    """'mocov2-frcgb@ep10' -> ('mocov2-frcgb', 10): the backbone that run kept at epoch 10 (Figure 4);
+    a plain run name -> (run, None)."""
+    match = EPOCH_RUN.fullmatch(run)
+    return (run, None) if match is None else (match["run"], int(match["epoch"]))
+
+
 def checkpoint_of(run):
-    return f"results/pretrain/{run}/checkpoint.pt"
+    """The finished pretraining a downstream job waits for (for 'run@epN' the whole run)."""
+    return f"results/pretrain/{split_epoch(run)[0]}/checkpoint.pt"
+
+
+def checkpoint_file(run):
+    """The backbone a downstream job reads: the run's final one, or the one kept at epoch N."""
+    base, epoch = split_epoch(run)
+    spec = gtc.pretrain_spec(config, base)
+    if epoch is None or epoch == spec["epochs"]:
+        return checkpoint_of(base)
+    keep = spec.get("keep_every", 0)
+    if not keep or epoch % keep or epoch > spec["epochs"]:
+        raise WorkflowError(
+            f"{run}: pretraining run {base!r} keeps no backbone at epoch {epoch}; set "
+            f"pretrain.runs.{base}.keep_every to a divisor of {epoch} (epochs: {spec['epochs']})"
+        )
+    return f"results/pretrain/{base}/epochs/epoch_{epoch:04d}.pt"
+
+
+def curve_inputs(entry):
+    """Figure 4's metrics: per label, {epoch: VOC metrics of the backbone kept then} and the
+    fine-tuning run evaluated every eval_period iterations."""
+    protocol, curve = entry["protocol"], entry["curve_protocol"]
+    epochs, curves = {}, {}
+    for item in entry["runs"]:
+        final = gtc.pretrain_spec(config, item["run"])["epochs"]
+        epochs[item["label"]] = {
+            epoch: downstream_metrics(
+                protocol, item["run"] if epoch == final else f"{item['run']}@ep{epoch}"
+            )[0]
+            for epoch in entry["epochs"]
+        }
+        curves[item["label"]] = downstream_metrics(curve, item["run"])[0]
+    return epochs, curves
 
 
 def generated_dataset(wildcards):
@@ -80,6 +137,8 @@ def derive_args(name):
     args = [f"--seed {config['seed']}"]
     if derive.get("classes_file"):
         args.append(f"--classes-file {derive['classes_file']}")
+    if derive.get("classes"):
+        args.append("--classes " + " ".join(derive["classes"]))
     if derive.get("fraction") is not None:
         args.append(f"--fraction {derive['fraction']}")
     return " ".join(args)
@@ -114,9 +173,16 @@ def generator_options(name):
     """The stand-in generator's options as JSON (VOC also needs the class list)."""
     entry = gtc.dataset_of(config, name)
     options = dict(entry["generate"])
+    options.pop("seed", None)  # generator_seed's
     if entry["kind"] == "voc":
         options["classes"] = entry["classes"]
     return json.dumps(options, sort_keys=True)
+
+
+def generator_seed(name):
+    """A stand-in's own ``generate.seed`` (so two sets of one kind differ, e.g. VOC2012 and VOC2007), else
+    the workflow's seed."""
+    return gtc.dataset_of(config, name)["generate"].get("seed", config["seed"])
 
 
 def transfer_protocols_pattern():
@@ -125,15 +191,33 @@ def transfer_protocols_pattern():
     return "|".join(names) if names else "(?!)"
 
 
+def downstream_metrics(protocol, run):
+    """The metrics.json of each seed of ``run`` under ``protocol``."""
+    return [
+        f"results/{protocol}/{run}/seed{seed}/metrics.json"
+        for seed in gtc.downstream_seeds(config, protocol)
+    ]
+
+
+def first_seed(protocol):
+    """The seed whose run a figure draws (its detections, its curve)."""
+    return gtc.downstream_seeds(config, protocol)[0]
+
+
 def table_metrics(table):
-    """'protocol/run' -> metrics.json for every cell of ``table``."""
+    """'protocol/run' -> the seeds' metrics.json files, for every cell of ``table``."""
     declaration = config["tables"][table]
     protocols = {column["protocol"] for column in declaration["columns"]}
     return {
-        f"{protocol}/{run}": f"results/{protocol}/{run}/metrics.json"
+        f"{protocol}/{run}": downstream_metrics(protocol, run)
         for protocol in sorted(protocols)
         for run in gtc.table_runs(config, table)
     }
+
+
+def table_band(table):
+    """The table's band, else the report's; None: no cell is marked."""
+    return config["tables"][table].get("band", config["report"].get("band"))
 
 
 def finished_runs(wildcards):
@@ -165,7 +249,7 @@ def figure_analyses(entry):
 def fp_analysis_options(protocol):
     """Hoiem-style analysis settings of the figures drawn from ``protocol`` (the same for all of them)."""
     for entry in config.get("figures", {}).values():
-        if entry["protocol"] == protocol:
+        if entry["kind"] in FP_FIGURES and entry["protocol"] == protocol:
             return entry.get("analysis", {})
     return {}
 

@@ -19,7 +19,7 @@ for _name, _entry in config["datasets"].items():
             params:
                 kind=_entry["kind"],
                 options=generator_options(_name),
-                seed=config["seed"],
+                seed=generator_seed(_name),
             shell:
                 "python -m goodtransfer generate --kind {params.kind} --root {output} --seed {params.seed}"
                 " --options {params.options:q} 2> {log}"

@@ -4,21 +4,21 @@
 
 rule fp_analysis:
     input:
-        detections="results/{protocol}/{run}/detections.json",
+        detections=lambda w: f"results/{w.protocol}/{w.run}/seed{first_seed(w.protocol)}/detections.json",
         data=lambda w: detection_checks(w.protocol),
     output:
         "results/fp_analysis/{protocol}/{run}.json",
     log:
         "logs/fp_analysis/{protocol}/{run}.log",
     wildcard_constraints:
-        protocol="voc07|voc0712",
+        protocol=detection_protocols_pattern(),
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
     params:
-        root=lambda w: dataset_root(config["detection"][w.protocol]["dataset"]),
-        split=lambda w: config["detection"][w.protocol]["test_split"],
+        root=lambda w: dataset_root(detection_entry(w.protocol)["dataset"]),
+        split=lambda w: detection_entry(w.protocol)["test_split"],
         options=lambda w: spec_json(fp_analysis_options(w.protocol)),
     shell:
         "python -m goodtransfer fp-analysis --detections {input.detections} --voc-root {params.root}"
@@ -26,7 +26,7 @@ rule fp_analysis:
 
 
 for _figure, _entry in config.get("figures", {}).items():
-    if _entry["kind"] == "inversion":
+    if _entry["kind"] not in FP_FIGURES:
         continue
 
     rule:
@@ -106,3 +106,40 @@ rule random_lpips_network:
         seed=config["seed"],
     shell:
         "python -m goodtransfer random-network --net {wildcards.net} --seed {params.seed} --out {output} 2> {log}"
+
+
+# Figure 4: VOC07 AP against pretraining epoch (backbones kept every `keep_every` epochs) and against
+# fine-tuning iteration (a run of `curve_protocol`, evaluated every `eval_period` iterations).
+for _figure, _entry in config.get("figures", {}).items():
+    if _entry["kind"] != "training_curves":
+        continue
+    _epochs, _curves = curve_inputs(_entry)
+
+    rule:
+        name:
+            _figure
+        input:
+            epochs=[path for by_epoch in _epochs.values() for path in by_epoch.values()],
+            curves=list(_curves.values()),
+        output:
+            pdf=report(
+                f"paper/build/figures/{_figure}.pdf",
+                caption="../paper/report/figure.rst",
+                category="Figures",
+            ),
+            record=f"results/figures/{_figure}.json",
+        log:
+            f"logs/figures/{_figure}.log",
+        conda:
+            PYTHON_ENV
+        container:
+            PYTHON_CONTAINER
+        params:
+            name=_figure,
+            spec=spec_json(_entry),
+            epochs=spec_json(_epochs),
+            curves=spec_json(_curves),
+        shell:
+            "python -m goodtransfer figure --name {params.name} --spec {params.spec:q}"
+            " --epoch-metrics {params.epochs:q} --curve-metrics {params.curves:q}"
+            " --out-pdf {output.pdf} --out-json {output.record} 2> {log}"

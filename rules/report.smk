@@ -4,7 +4,7 @@
 
 rule table_json:
     input:
-        lambda w: list(table_metrics(w.table).values()),
+        lambda w: [path for paths in table_metrics(w.table).values() for path in paths],
         reference="paper/reference/reference_results.yaml",
     output:
         report(
@@ -22,9 +22,12 @@ rule table_json:
         declaration=lambda w: spec_json(config["tables"][w.table]),
         metrics=lambda w: spec_json(table_metrics(w.table)),
         note=config["report"]["scale_note"],
+        band=lambda w: (
+            "" if table_band(w.table) is None else f"--band {table_band(w.table)}"
+        ),
     shell:
         "python -m goodtransfer table --name {wildcards.table} --declaration {params.declaration:q}"
-        " --metrics {params.metrics:q} --reference {input.reference} --note {params.note:q}"
+        " --metrics {params.metrics:q} --reference {input.reference} --note {params.note:q} {params.band}"
         " --out {output} 2> {log}"
 
 

@@ -1,6 +1,7 @@
 # Downstream protocols (paper Sec. 2 and 4): ImageNet linear readout, VOC detection fine-tuning, and the
 # registered tasks of the config's `transfer` section (COCO Mask R-CNN, Cityscapes DeepLab-v3,
-# Mini-ImageNet few-shot, MAFL landmarks). Each writes metrics.json, which the tables read.
+# Mini-ImageNet few-shot, MAFL landmarks). Each run of a protocol, once per seed of the config's `seeds`,
+# writes results/<protocol>/<run>/seed<seed>/metrics.json; a table cell is the mean over the seeds.
 
 
 rule linear_readout:
@@ -8,19 +9,20 @@ rule linear_readout:
         checkpoint=lambda w: checkpoint_of(w.run),
         data=lambda w: dataset_check(config["linear"]["dataset"]),
     output:
-        metrics="results/linear/{run}/metrics.json",
+        metrics="results/linear/{run}/seed{seed}/metrics.json",
     log:
-        "logs/linear/{run}.log",
+        "logs/linear/{run}/seed{seed}.log",
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
     threads: config["threads_per_job"]
     params:
-        spec=lambda w: spec_json(gtc.linear_spec(config, w.run)),
+        checkpoint=lambda w: checkpoint_file(w.run),
+        spec=lambda w: spec_json(gtc.linear_spec(config, w.run, w.seed)),
         root=lambda w: dataset_root(config["linear"]["dataset"]),
     shell:
-        "python -m goodtransfer --threads {threads} linear --spec {params.spec:q} --checkpoint {input.checkpoint}"
+        "python -m goodtransfer --threads {threads} linear --spec {params.spec:q} --checkpoint {params.checkpoint}"
         " --data {params.root} --metrics {output.metrics} 2> {log}"
 
 
@@ -29,12 +31,12 @@ rule voc_detection:
         checkpoint=lambda w: checkpoint_of(w.run),
         data=lambda w: detection_checks(w.protocol),
     output:
-        metrics="results/{protocol}/{run}/metrics.json",
-        detections="results/{protocol}/{run}/detections.json",
+        metrics="results/{protocol}/{run}/seed{seed}/metrics.json",
+        detections="results/{protocol}/{run}/seed{seed}/detections.json",
     log:
-        "logs/{protocol}/{run}.log",
+        "logs/{protocol}/{run}/seed{seed}.log",
     wildcard_constraints:
-        protocol="voc07|voc0712",
+        protocol=detection_protocols_pattern(),
     conda:
         PYTHON_ENV
     container:
@@ -43,12 +45,13 @@ rule voc_detection:
     resources:
         runtime=60,
     params:
-        spec=lambda w: spec_json(gtc.detection_spec(config, w.protocol, w.run)),
-        root=lambda w: dataset_root(config["detection"][w.protocol]["dataset"]),
-        state_dir="results/{protocol}/{run}/state",
+        checkpoint=lambda w: checkpoint_file(w.run),
+        spec=lambda w: spec_json(gtc.detection_spec(config, w.protocol, w.run, w.seed)),
+        root=lambda w: dataset_root(detection_entry(w.protocol)["dataset"]),
+        state_dir="results/{protocol}/{run}/seed{seed}/state",
         extra=lambda w: extra_train_args(w.protocol),
     shell:
-        "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {input.checkpoint} --data {params.root}"
+        "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {params.checkpoint} --data {params.root}"
         " --metrics {output.metrics} --detections {output.detections}"
         " --state-dir {params.state_dir} {params.extra} 2> {log}"
 
@@ -58,9 +61,9 @@ rule transfer:
         checkpoint=lambda w: checkpoint_of(w.run),
         data=lambda w: dataset_check(config["transfer"][w.protocol]["dataset"]),
     output:
-        metrics="results/{protocol}/{run}/metrics.json",
+        metrics="results/{protocol}/{run}/seed{seed}/metrics.json",
     log:
-        "logs/{protocol}/{run}.log",
+        "logs/{protocol}/{run}/seed{seed}.log",
     wildcard_constraints:
         protocol=transfer_protocols_pattern(),
     conda:
@@ -71,9 +74,10 @@ rule transfer:
     resources:
         runtime=60,
     params:
-        spec=lambda w: spec_json(gtc.transfer_spec(config, w.protocol, w.run)),
+        checkpoint=lambda w: checkpoint_file(w.run),
+        spec=lambda w: spec_json(gtc.transfer_spec(config, w.protocol, w.run, w.seed)),
         root=lambda w: dataset_root(config["transfer"][w.protocol]["dataset"]),
-        state_dir="results/{protocol}/{run}/state",
+        state_dir="results/{protocol}/{run}/seed{seed}/state",
     shell:
-        "python -m goodtransfer --threads {threads} transfer --spec {params.spec:q} --checkpoint {input.checkpoint}"
+        "python -m goodtransfer --threads {threads} transfer --spec {params.spec:q} --checkpoint {params.checkpoint}"
         " --data {params.root} --metrics {output.metrics} --state-dir {params.state_dir} 2> {log}"

@@ -1,17 +1,24 @@
 """Dataset kinds: generated stand-ins pass the in-place check, a missing annotation fails naming it;
+COCO and Cityscapes train images are one-class pretraining sets that label-using methods refuse;
 ImageNet subsets are derived by rule; real datasets inside the repository are checked and tracked by DVC."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
-from goodtransfer.data.registry import check, generate
+from goodtransfer.data import coco
+from goodtransfer.data.registry import check, generate, pretraining_images
 from goodtransfer.data.subsets import derive_subset, read_class_list
 from goodtransfer.io import InputError
+from goodtransfer.pretrain import build_method
+from goodtransfer.pretrain.moco import MoCo
 from tests.workflow import ROOT, copy_workflow, planned_jobs, snakemake, write_config
 
 STAND_INS = {
@@ -60,6 +67,62 @@ def test_checker_rejects_a_missing_annotation_file_naming_it(stand_ins, tmp_path
     with pytest.raises(InputError) as error:
         check(kind, broken, STAND_INS[kind].get("classes"))
     assert str(missing.relative_to(broken)) in str(error.value)
+
+
+def test_coco_pretraining_images_are_every_image_listed_for_train2017_labelled_zero(stand_ins):
+    root = stand_ins["coco"]
+    listed = json.loads((root / "annotations/instances_train2017.json").read_text())["images"]
+    images = pretraining_images("coco", root, None)
+    by_id = sorted(listed, key=lambda image: image["id"])
+    assert images.paths == [root / "train2017" / image["file_name"] for image in by_id]
+    assert images.targets == [0] * len(listed) and len(images.classes) == 1
+    # Detection training drops images without objects; pretraining on images keeps them.
+    assert len(coco.load_split(root, "train2017", training=True).records) < len(images)
+    image, label = images[0]
+    assert image.mode == "RGB" and label == 0
+
+
+def test_cityscapes_pretraining_images_are_the_leftimg8bit_train_images_labelled_zero(stand_ins):
+    root = stand_ins["cityscapes"]
+    images = pretraining_images("cityscapes", root, None)
+    assert images.paths == sorted((root / "leftImg8bit/train").glob("*/*_leftImg8bit.png"))
+    assert len(images) == STAND_INS["cityscapes"]["train_images"]
+    assert images.targets == [0] * len(images) and len(images.classes) == 1
+
+
+@pytest.mark.parametrize("kind", ["coco", "cityscapes"])
+@pytest.mark.parametrize("method", ["supervised", "exemplar", "supcon"])
+def test_label_using_method_on_a_one_class_dataset_fails_naming_run_kind_and_method_task(
+    stand_ins, kind, method
+):
+    spec = {"method": method, "run": f"{method}-{kind}", "dataset": kind, "data_kind": kind}
+    num_classes = len(pretraining_images(kind, stand_ins[kind], None).classes)
+    with pytest.raises(InputError) as error:
+        build_method(spec, num_classes)
+    message = str(error.value)
+    assert f"pretrain.runs.{method}-{kind}: method {method!r}" in message
+    assert f"(kind {kind!r}) has a single class" in message and "use method 'task'" in message
+
+
+def test_moco_pretrains_on_a_one_class_dataset(stand_ins):
+    moco = {"dim": 8, "K": 16, "m": 0.99, "T": 0.2, "mlp": False, "shuffle_bn_splits": 1}
+    spec = {"method": "moco", "run": "moco-coco", "data_kind": "coco", "arch": "resnet10", "moco": moco}
+    num_classes = len(pretraining_images("coco", stand_ins["coco"], None).classes)
+    assert isinstance(build_method(spec, num_classes), MoCo)
+
+
+def test_cityscapes_variant_draws_other_scenes_under_the_same_seed(stand_ins, tmp_path):
+    """The Synthia stand-in is a second cityscapes-kind set generated with the same global seed."""
+    options = STAND_INS["cityscapes"]
+    generate("cityscapes", tmp_path / "same", 0, {**options, "variant": 0})
+    generate("cityscapes", tmp_path / "other", 0, {**options, "variant": 1})
+    original = pretraining_images("cityscapes", stand_ins["cityscapes"], None).paths
+    for path in original:
+        relative = path.relative_to(stand_ins["cityscapes"])
+        assert (tmp_path / "same" / relative).read_bytes() == path.read_bytes()
+        redrawn = tmp_path / "other" / relative
+        pixels, other = (np.asarray(Image.open(p), dtype=float) for p in (path, redrawn))
+        assert np.abs(pixels - other).mean() > 10  # mean absolute difference of 0..255 pixel values
 
 
 def test_imagenet_subsets_keep_listed_classes_or_a_fraction_of_every_class(stand_ins, tmp_path):

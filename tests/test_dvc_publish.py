@@ -12,7 +12,7 @@ import pytest
 from tests.workflow import copy_workflow, planned_jobs, snakemake
 
 RUNS = ("supervised-f", "mocov2-f")
-DOWNSTREAM = ("results/linear/supervised-f/metrics.json", "results/voc07/mocov2-f/metrics.json")
+DOWNSTREAM = ("results/linear/supervised-f/seed0/metrics.json", "results/voc07/mocov2-f/seed0/metrics.json")
 
 
 # git identity for the commits; dvc (installed beside this interpreter) on PATH.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import yaml
 
@@ -10,17 +12,34 @@ from tests.workflow import ROOT, copy_workflow, planned_jobs, snakemake
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return copy_workflow(tmp_path_factory.mktemp("paper"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("paper"))
+    # LPIPS's weights are the user's local files (nothing is downloaded); a dry run only needs them present.
+    lpips = workdir / "checkpoints/lpips"
+    lpips.mkdir(parents=True)
+    for name in ("squeezenet1_1-b8a52dc0.pth", "squeeze.pth"):
+        (lpips / name).write_bytes(b"placeholder")
+    return workdir
 
 
-def test_paper_preset_plans_every_table1_job(workdir):
+def test_paper_preset_plans_every_job_of_the_report(workdir):
     done = snakemake(workdir, "paper/build/report.pdf", "-n", "--configfile", "presets/paper.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
-    counts = {
-        rule: sum(r == rule for r, _ in jobs) for rule in ("pretrain", "linear_readout", "voc_detection")
-    }
-    assert counts == {"pretrain": 10, "linear_readout": 10, "voc_detection": 10}
+    rules = Counter(rule for rule, _ in jobs)
+    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34;
+    # 3 Mini-ImageNet and 4 CelebA runs (Scratch included); one linear readout per ImageNet-scale model.
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], rules["linear_readout"]) == (41, 2, 34)
+    protocols = Counter(
+        wildcards.split(",")[0].removeprefix("protocol=")
+        for rule, wildcards in jobs
+        if rule in ("voc_detection", "transfer")
+    )
+    # VOC07: 28 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
+    assert protocols == {
+        "voc07": 28 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 25, "cityscapes": 25,
+        "fewshot": 3, "mafl": 4,
+    }  # fmt: skip
+    assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))
     assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
 
 
@@ -107,18 +126,18 @@ def test_voc0712_protocol_adds_voc2012_trainval_with_the_24k_schedule():
 
 def test_paper_preset_plans_each_downstream_task_with_the_papers_settings(workdir):
     targets = [
-        "results/coco/mocov2-frcgb/metrics.json",
-        "results/cityscapes/mocov2-frcgb/metrics.json",
-        "results/fewshot/fewshot-exemplarv2/metrics.json",
-        "results/mafl/mafl-mocov2/metrics.json",
+        "results/coco/mocov2-frcgb/seed0/metrics.json",
+        "results/cityscapes/mocov2-frcgb/seed0/metrics.json",
+        "results/fewshot/fewshot-exemplarv2/seed0/metrics.json",
+        "results/mafl/mafl-mocov2/seed0/metrics.json",
     ]
     done = snakemake(workdir, *targets, "-n", "-p", "--configfile", "presets/paper.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
     transfers = sorted(w for rule, w in jobs if rule == "transfer")
-    assert transfers == sorted(f"protocol={t.split('/')[1]}, run={t.split('/')[2]}" for t in targets), (
-        transfers
-    )
+    assert transfers == sorted(
+        f"protocol={t.split('/')[1]}, run={t.split('/')[2]}, seed=0" for t in targets
+    ), transfers
     assert {w for rule, w in jobs if rule == "check_dataset"} >= {
         f"dataset={name}" for name in ("coco2017", "cityscapes", "miniimagenet", "celeba")
     }
@@ -137,7 +156,34 @@ def test_paper_only_tables_6_and_10_plan_their_runs_and_protocols(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
     voc0712 = {w for rule, w in jobs if rule == "voc_detection" and "voc0712" in w}
-    assert len(voc0712) == 5
-    readouts = {w.removeprefix("run=") for rule, w in jobs if rule == "linear_readout"}
+    assert len(voc0712) == 5 * 5  # five models, five seeds each
+    readouts = {
+        w.removeprefix("run=").removesuffix(", seed=0") for rule, w in jobs if rule == "linear_readout"
+    }
     assert {"supervised-800ep", "mocov1-k1m", "exemplarv2-t0.2"} <= readouts
     assert len(readouts) == 14  # 5 + 10 rows, MoCo-v2 in both
+
+
+def test_released_preset_regenerates_tables_1_to_3_from_the_authors_checkpoints(workdir):
+    done = snakemake(
+        workdir,
+        "paper/build/report.pdf",
+        "-n",
+        "-p",
+        "--configfile",
+        "presets/paper.yaml",
+        "presets/released.yaml",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done.stdout)
+    rules = Counter(rule for rule, _ in jobs)
+    # Every model of Tables 1-3 is imported (10 + 12 + 3, the two ImageNet models shared): nothing trains.
+    assert rules["pretrain"] == rules["fetch_released_checkpoint"] == 25
+    commands = [line for line in done.stdout.splitlines() if " pretrain --spec " in line]
+    assert len(commands) == 25 and all('"import_from": "checkpoints/released/' in line for line in commands)
+    protocols = Counter(
+        w.split(",")[0].removeprefix("protocol=") for r, w in jobs if r in ("voc_detection", "transfer")
+    )
+    assert protocols == {"voc07": 25 * 5, "coco": 25, "cityscapes": 25}
+    assert rules["linear_readout"] == 25 and rules["table_json"] == 6 and "figure4" not in rules
+    assert "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/" in done.stdout

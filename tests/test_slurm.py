@@ -20,7 +20,7 @@ from tests.workflow import ROOT, copy_workflow, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 PROFILE = ROOT / "tests/slurm/profile"
-TARGET = "results/linear/supervised-f/metrics.json"
+TARGET = "results/linear/supervised-f/seed0/metrics.json"
 LOCK = Path(tempfile.gettempdir()) / "goodtransfer-slurm-tests.lock"
 STARTED_BY_TESTS = Path("/run/goodtransfer-slurm/started-by-tests")  # beside start.sh's pid files
 

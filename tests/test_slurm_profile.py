@@ -43,7 +43,7 @@ def paper_dry_run(tmp_path_factory):
     # A dry run caps threads at --cores (1 if not given); a real SLURM run does not cap them.
     done = snakemake(
         workdir, "-n", "-p", "--profile", "profiles/slurm", "--cores", "1024",
-        "results/voc07/mocov2-frcgb/metrics.json", "--configfile", "presets/paper.yaml",
+        "results/voc07/mocov2-frcgb/seed0/metrics.json", "--configfile", "presets/paper.yaml",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return _jobs(done.stdout)

@@ -20,7 +20,7 @@ PROTOCOL_METRICS = {
 @pytest.fixture(scope="module")
 def transferred(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("transfer"))
-    targets = [f"results/{protocol}/supervised-f/metrics.json" for protocol in PROTOCOL_METRICS]
+    targets = [f"results/{protocol}/supervised-f/seed0/metrics.json" for protocol in PROTOCOL_METRICS]
     result = snakemake(workdir, *targets, "--configfile", "tiny.yaml", timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, result
@@ -29,7 +29,7 @@ def transferred(tmp_path_factory):
 @pytest.mark.parametrize("protocol", sorted(PROTOCOL_METRICS))
 def test_each_transfer_protocol_writes_its_metrics_from_a_pretrained_checkpoint(transferred, protocol):
     workdir, _ = transferred
-    metrics = json.loads((workdir / f"results/{protocol}/supervised-f/metrics.json").read_text())
+    metrics = json.loads((workdir / f"results/{protocol}/supervised-f/seed0/metrics.json").read_text())
     assert metrics["run"] == "supervised-f"
     assert metrics["checkpoint"] == "results/pretrain/supervised-f/checkpoint.pt"
     for key in PROTOCOL_METRICS[protocol]:
@@ -55,9 +55,9 @@ def test_a_task_on_a_dataset_of_the_wrong_kind_fails_naming_both(tmp_path):
     workdir = copy_workflow(tmp_path)
     (workdir / "wrong.yaml").write_text("transfer:\n  fewshot: {dataset: imagenet}\n")
     result = snakemake(
-        workdir, "results/fewshot/supervised-f/metrics.json", "--configfile", "tiny.yaml", "wrong.yaml"
+        workdir, "results/fewshot/supervised-f/seed0/metrics.json", "--configfile", "tiny.yaml", "wrong.yaml"
     )
     assert result.returncode != 0
-    log = (workdir / "logs/fewshot/supervised-f.log").read_text()
+    log = (workdir / "logs/fewshot/supervised-f/seed0.log").read_text()
     expected = "dataset 'imagenet' is of kind 'imagefolder'; task 'fewshot' expects a 'miniimagenet' dataset"
     assert expected in log

@@ -26,10 +26,10 @@ def built(tmp_path_factory):
 def test_table1_cells_carry_our_number_the_paper_number_and_provenance(built):
     table = json.loads((built / "results/tables/table1.json").read_text())
     assert [g["label"] for g in table["groups"]] == ["Supervised", "MoCo-v2"]
-    cell = table["groups"][1]["rows"][0]["cells"]["VOC07_AP50"]
-    assert cell["paper"] == 58.3  # MoCo-v2 flip-only VOC07 AP50, paper Table 7
-    metrics = json.loads((built / cell["provenance"]["metrics"]).read_text())
-    assert cell["ours"] == metrics["AP50"]
+    cell = table["groups"][1]["rows"][0]["cells"]["VOC07_AP"]
+    assert cell["paper"] == 32.3  # MoCo-v2 flip-only VOC07 AP, paper Table 1
+    metrics = json.loads((built / cell["provenance"]["metrics"][0]).read_text())
+    assert cell["ours"] == metrics["AP"] and cell["n"] == 1 and cell["std"] is None
     assert cell["provenance"]["config_hash"] == metrics["config_hash"]
     assert (built / cell["provenance"]["checkpoint"]).is_file()
     accuracy = table["groups"][0]["rows"][0]["cells"]["ImageNet_Acc"]
@@ -64,7 +64,7 @@ def test_editing_one_runs_augmentation_reruns_only_its_downstream_jobs(built):
     trained = {
         wildcards for rule, wildcards in jobs if rule in {"pretrain", "linear_readout", "voc_detection"}
     }
-    assert trained == {"run=mocov2-f", "protocol=voc07, run=mocov2-f"}
+    assert trained == {"run=mocov2-f", "run=mocov2-f, seed=0", "protocol=voc07, run=mocov2-f, seed=0"}
     assert {rule for rule, _ in jobs} == {
         "pretrain",
         "linear_readout",

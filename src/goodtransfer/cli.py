@@ -74,7 +74,9 @@ def _table(args: argparse.Namespace) -> None:
 
     declaration = json.loads(args.declaration)
     metrics = json.loads(args.metrics)
-    table = build_table(args.name, declaration, metrics, read_yaml(args.reference), args.note or [])
+    table = build_table(
+        args.name, declaration, metrics, read_yaml(args.reference), args.note or [], args.band
+    )
     write_json(args.out, table)
 
 
@@ -87,7 +89,7 @@ def _report_context(args: argparse.Namespace) -> None:
 def _derive_subset(args: argparse.Namespace) -> None:
     from goodtransfer.data.subsets import derive_subset, read_class_list
 
-    classes = read_class_list(args.classes_file) if args.classes_file else None
+    classes = read_class_list(args.classes_file) if args.classes_file else args.classes
     summary = derive_subset(args.source, args.out, classes=classes, fraction=args.fraction, seed=args.seed)
     print(f"derived {args.out}: {json.dumps(summary)}", file=sys.stderr)
 
@@ -135,15 +137,18 @@ def _fp_analysis(args: argparse.Namespace) -> None:
 
 
 def _figure(args: argparse.Namespace) -> None:
-    from goodtransfer.report.paper_figures import make_figure, make_inversion_figure
+    from goodtransfer.report import paper_figures as pf
 
     spec = json.loads(args.spec)
     if spec["kind"] == "inversion":
-        make_inversion_figure(
+        pf.make_inversion_figure(
             args.name, spec, args.checkpoints, args.data, args.out_pdf, args.out_json, args.work_dir
         )
+    elif spec["kind"] == "training_curves":
+        epochs, curves = json.loads(args.epoch_metrics), json.loads(args.curve_metrics)
+        pf.make_training_curves_figure(args.name, spec, epochs, curves, args.out_pdf, args.out_json)
     else:
-        make_figure(args.name, spec, args.analyses, args.out_pdf, args.out_json)
+        pf.make_figure(args.name, spec, args.analyses, args.out_pdf, args.out_json)
 
 
 def _random_network(args: argparse.Namespace) -> None:
@@ -222,7 +227,10 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="assemble a table JSON from metrics files")
     table.add_argument("--name", required=True)
     table.add_argument("--declaration", required=True, help="the table's config entry, JSON")
-    table.add_argument("--metrics", required=True, help="JSON mapping 'protocol/run' to metrics.json")
+    table.add_argument(
+        "--metrics", required=True, help="JSON mapping 'protocol/run' to the metrics.json of each seed"
+    )
+    table.add_argument("--band", type=float, help="mark cells further than this from the paper's number")
     table.add_argument("--reference", type=Path, required=True)
     table.add_argument("--note", action="append")
     table.add_argument("--out", type=Path, required=True)
@@ -237,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     derive.add_argument("--source", type=Path, required=True)
     derive.add_argument("--out", type=Path, required=True)
     derive.add_argument("--classes-file", type=Path, help="keep these classes (one WordNet id per line)")
+    derive.add_argument("--classes", nargs="+", help="keep these classes (instead of --classes-file)")
     derive.add_argument("--fraction", type=float, help="keep this fraction of each class's training images")
     derive.add_argument("--seed", type=int, default=0)
     derive.set_defaults(func=_derive_subset)
@@ -282,6 +291,12 @@ def _parser() -> argparse.ArgumentParser:
     figure.add_argument("--checkpoints", type=Path, nargs="*", default=[], help="inversion: one per run")
     figure.add_argument("--data", type=Path, help="inversion: the dataset the images come from")
     figure.add_argument("--work-dir", type=Path, help="inversion: reconstructions (reused when resumed)")
+    figure.add_argument(
+        "--epoch-metrics", default="{}", help="training_curves: JSON {label: {epoch: metrics.json}}"
+    )
+    figure.add_argument(
+        "--curve-metrics", default="{}", help="training_curves: JSON {label: metrics.json with a curve}"
+    )
     figure.add_argument("--out-pdf", type=Path, required=True)
     figure.add_argument("--out-json", type=Path, required=True)
     figure.set_defaults(func=_figure)

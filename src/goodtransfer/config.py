@@ -47,9 +47,26 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
     spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
     _check_contrastive(spec, run)
+    if spec.get("task_protocol"):
+        spec["task_settings"] = _task_settings(config, spec, run)
     if not spec.get("import_from"):
         spec["data_kind"] = dataset_of(config, spec["dataset"])["kind"]
     return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
+
+
+def _task_settings(config: Mapping[str, Any], spec: dict[str, Any], run: str) -> dict[str, Any]:
+    """Method task: the ``transfer`` protocol ``task_protocol``'s settings (without its task and dataset)
+    with the run's ``task_settings`` on top."""
+    protocol = spec.pop("task_protocol")
+    entry = dict(_lookup(config, "transfer", protocol))
+    task = entry.pop("task")
+    if task != spec.get("task"):
+        raise InputError(
+            f"config: pretrain.runs.{run}: task_protocol {protocol!r} is a {task} protocol "
+            f"but the run's task is {spec.get('task')!r}"
+        )
+    entry.pop("dataset")
+    return deep_merge(entry, spec.get("task_settings", {}))
 
 
 CONTRASTIVE_KEYS = ("dim", "K", "m", "T", "mlp", "shuffle_bn_splits")
@@ -70,21 +87,51 @@ def dataset_of(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(_lookup(config, "datasets", name))
 
 
-def linear_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
-    return {**config["linear"], **config["compute"], "run": run, "seed": config["seed"]}
+def downstream_seeds(config: Mapping[str, Any], protocol: str) -> list[int]:
+    """The seeds of a protocol's repeated runs: ``seeds.<protocol>`` (else ``seeds.default``, else 1) runs,
+    seeded ``seed``, ``seed`` + 1, ...; a table cell is their mean and standard deviation."""
+    counts = config.get("seeds", {})
+    count = counts.get(protocol, counts.get("default", 1))
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InputError(f"config: seeds.{protocol}: expected a whole number of runs >= 1, got {count!r}")
+    return [config["seed"] + index for index in range(count)]
 
 
-def detection_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[str, Any]:
-    spec = dict(_lookup(config, "detection", protocol))
+def linear_spec(config: Mapping[str, Any], run: str, seed: int | None = None) -> dict[str, Any]:
+    return {**config["linear"], **config["compute"], "run": run, "seed": _seed(config, seed)}
+
+
+def _seed(config: Mapping[str, Any], seed: int | None) -> int:
+    return config["seed"] if seed is None else int(seed)
+
+
+def detection_spec(
+    config: Mapping[str, Any], protocol: str, run: str, seed: int | None = None
+) -> dict[str, Any]:
+    """A detection protocol's settings; ``inherit: <protocol>`` starts from another protocol's entry
+    (e.g. Figure 4's VOC07 run that is also evaluated every ``eval_period`` iterations)."""
+    spec = detection_entry(config, protocol)
     classes = dataset_of(config, spec["dataset"])["classes"]
-    return {**spec, **config["compute"], "classes": classes, "run": run, "seed": config["seed"]}
+    return {**spec, **config["compute"], "classes": classes, "run": run, "seed": _seed(config, seed)}
+
+
+def detection_entry(config: Mapping[str, Any], protocol: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    entry = dict(_lookup(config, "detection", protocol))
+    parent = entry.pop("inherit", None)
+    if parent is None:
+        return entry
+    if parent in (*seen, protocol):
+        raise InputError(f"config: detection.{protocol}.inherit: {parent!r} inherits from itself")
+    return deep_merge(detection_entry(config, parent, (*seen, protocol)), entry)
 
 
 def transfer_protocols(config: Mapping[str, Any]) -> list[str]:
     return list(config.get("transfer", {}))
 
 
-def transfer_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[str, Any]:
+def transfer_spec(
+    config: Mapping[str, Any], protocol: str, run: str, seed: int | None = None
+) -> dict[str, Any]:
     """A ``transfer`` protocol's settings for one run; ``task`` and ``dataset`` say what runs on what."""
     entry = dict(_lookup(config, "transfer", protocol))
     kind = dataset_of(config, entry["dataset"])["kind"]
@@ -94,13 +141,13 @@ def transfer_spec(config: Mapping[str, Any], protocol: str, run: str) -> dict[st
         "data_kind": kind,
         "protocol": protocol,
         "run": run,
-        "seed": config["seed"],
+        "seed": _seed(config, seed),
     }
 
 
 def extra_train_sets(config: Mapping[str, Any], protocol: str) -> list[tuple[str, str]]:
     """(root, split) of each additional training set of a detection protocol (VOC07+12's VOC2012)."""
-    extra = _lookup(config, "detection", protocol).get("extra_train", [])
+    extra = detection_entry(config, protocol).get("extra_train", [])
     return [(dataset_of(config, item["dataset"])["root"], item["split"]) for item in extra]
 
 

@@ -12,13 +12,14 @@ from goodtransfer.io import InputError, atomic_path, read_yaml, write_json
 
 
 def released_url(name: str, registry: str | Path) -> str:
-    """The download address of the authors' released checkpoint ``name`` from the registry file."""
+    """The download address of released checkpoint ``name``: the entry's own ``url``, else the authors'
+    ``base_url`` + name + .pth."""
     entries: dict[str, Any] = read_yaml(registry)
     if name not in entries["files"]:
         raise InputError(
             f"{registry}: no released checkpoint named {name!r}; known: {sorted(entries['files'])}"
         )
-    return f"{entries['base_url']}{name}.pth"
+    return entries["files"][name].get("url") or f"{entries['base_url']}{name}.pth"
 
 
 def dvc_import_commands(registry: str | Path, folder: str = "checkpoints/released") -> list[str]:

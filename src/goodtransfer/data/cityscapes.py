@@ -37,6 +37,7 @@ LAYOUT = (
     "<root>/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png (Cityscapes fine)"
 )
 SPLITS = ("train", "val")
+TRAIN_SPLIT = SPLITS[0]
 IGNORE = 255
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -99,17 +100,22 @@ def label_path(root: Path, image_path: Path) -> Path:
     return root / "gtFine" / split / city / f"{stem}{LABEL_SUFFIX}"
 
 
-def load_split(root: str | Path, split: str) -> list[tuple[Path, Path]]:
-    """(image, label) path pairs of one split, sorted by file name; a missing label file raises."""
-    root = Path(root)
-    folder = root / "leftImg8bit" / split
+def image_paths(root: str | Path, split: str = TRAIN_SPLIT) -> list[Path]:
+    """The split's ``leftImg8bit`` images of every city, sorted by path; label files are not needed."""
+    folder = Path(root) / "leftImg8bit" / split
     if not folder.is_dir():
         raise InputError(f"{folder}: split folder not found; expected {LAYOUT}")
     images = sorted(folder.glob(f"*/*{IMAGE_SUFFIX}"))
     if not images:
         raise InputError(f"{folder}: no *{IMAGE_SUFFIX} images in city folders; expected {LAYOUT}")
+    return images
+
+
+def load_split(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, label) path pairs of one split, sorted by file name; a missing label file raises."""
+    root = Path(root)
     pairs = []
-    for image in images:
+    for image in image_paths(root, split):
         label = label_path(root, image)
         if not label.is_file():
             raise InputError(f"{label}: label file not found for {image.name}; expected {LAYOUT}")
@@ -218,9 +224,14 @@ def generate(
     image_size: Sequence[int] = (64, 128),
     cities: int = 2,
     max_objects: int = 5,
+    variant: int = 0,
 ) -> None:
     """Write a Cityscapes-layout tree of ``image_size`` = (h, w) scenes, spread round-robin over the
-    first ``cities`` real city names of each split; byte-identical for a seed."""
+    first ``cities`` real city names of each split; byte-identical for a seed.
+
+    Scene n of a split is drawn from (seed, split, n) whatever ``cities`` and ``image_size`` are, so a
+    second dataset under the same seed (the Synthia stand-in beside the Cityscapes one) needs another
+    ``variant`` to get other scenes; 0 keeps the original draws."""
     seed = _check_int("seed", seed, 0)
     counts = {
         "train": _check_int("train_images", train_images, 1),
@@ -233,6 +244,7 @@ def generate(
     )
     cities = _check_int("cities", cities, 1)
     max_objects = _check_int("max_objects", max_objects, 1, 20)
+    stream = [seed] if _check_int("variant", variant, 0) == 0 else [seed, variant]
     with building_directory(root) as tmp:
         for split, names in (("train", TRAIN_CITIES), ("val", VAL_CITIES)):
             names = names[:cities]
@@ -240,7 +252,7 @@ def generate(
                 city, seq = names[number % len(names)], number // len(names)
                 stem = f"{city}_{seq:06d}_{_FRAME:06d}"
                 pixels, ids = render_street(
-                    np.random.default_rng([seed, _STREAMS[split], number]), h, w, max_objects
+                    np.random.default_rng([*stream, _STREAMS[split], number]), h, w, max_objects
                 )
                 _write_png(pixels, tmp / "leftImg8bit" / split / city / f"{stem}{IMAGE_SUFFIX}")
                 _write_png(ids, tmp / "gtFine" / split / city / f"{stem}{LABEL_SUFFIX}")

@@ -30,6 +30,7 @@ from goodtransfer.io import InputError, read_json, write_json
 
 LAYOUT = "<root>/annotations/instances_{train2017,val2017}.json and <root>/{train2017,val2017}/<file_name>"
 SPLITS = ("train2017", "val2017")
+TRAIN_SPLIT = SPLITS[0]  # the split models train on
 MIN_BOX_SIDE = 1e-5  # detectron2's filter_empty_instances threshold
 
 # fmt: off
@@ -145,6 +146,24 @@ def load_split(root: str | Path, split: str, *, training: bool) -> CocoSplit:
     return CocoSplit(path, ids, names, records)
 
 
+def image_paths(root: str | Path, split: str = TRAIN_SPLIT) -> list[Path]:
+    """Every image the split's instances json lists, annotated or not, sorted by image id."""
+    path, data = read_instances(root, split)
+    if not (paths := _listed_images(root, split, path, data)):
+        raise InputError(f"{path}: lists no images; expected {LAYOUT}")
+    return paths
+
+
+def _listed_images(root: str | Path, split: str, path: Path, data: dict[str, Any]) -> list[Path]:
+    paths = [
+        Path(root) / split / image["file_name"] for image in sorted(data["images"], key=lambda i: i["id"])
+    ]
+    for image_path in paths:
+        if not image_path.is_file():
+            raise InputError(f"{image_path}: image file not found (listed in {path}); expected {LAYOUT}")
+    return paths
+
+
 def _polygons(segmentation: Any, h: int, w: int, where: str) -> tuple[np.ndarray, ...]:
     if isinstance(segmentation, dict) and {"counts", "size"} <= segmentation.keys():
         rle = segmentation
@@ -176,10 +195,7 @@ def check(root: str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for split in SPLITS:
         path, data = read_instances(root, split)
-        for image in data["images"]:
-            image_path = Path(root) / split / image["file_name"]
-            if not image_path.is_file():
-                raise InputError(f"{image_path}: image file not found (listed in {path}); expected {LAYOUT}")
+        _listed_images(root, split, path, data)
         crowd = sum(bool(a.get("iscrowd", 0)) for a in data["annotations"])
         summary[split] = {"images": len(data["images"]), "annotations": len(data["annotations"]),
                           "crowd": crowd, "categories": len(data["categories"])}  # fmt: skip

@@ -44,11 +44,24 @@ METHODS: dict[str, Callable[[Mapping[str, Any], int], nn.Module]] = {
 }
 
 
+# Methods that learn from image-level class labels; on a one-class dataset their loss is meaningless.
+LABELLED = ("supervised", "exemplar", "supcon")
+
+
 def build_method(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """The run's method for a dataset of ``num_classes`` image-level classes."""
     try:
         builder = METHODS[spec["method"]]
     except KeyError:
         raise InputError(
             f"pretraining method {spec['method']!r} is unknown; expected one of {sorted(METHODS)}"
         ) from None
+    if spec["method"] in LABELLED and num_classes < 2:
+        kind = spec.get("data_kind", "imagefolder")
+        raise InputError(
+            f"config: pretrain.runs.{spec.get('run')}: method {spec['method']!r} learns from image-level "
+            f"class labels, but dataset {spec.get('dataset')!r} (kind {kind!r}) has a single class; use "
+            "method 'task' to train a detector/segmenter on its boxes or pixel labels (Table 2's supervised "
+            "COCO/Synthia rows), or method 'moco'"
+        )
     return builder(spec, num_classes)

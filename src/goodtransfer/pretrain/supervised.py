@@ -1,4 +1,5 @@
-"""Supervised pretraining: cross-entropy on the dataset's labels."""
+"""Supervised pretraining: cross-entropy on the dataset's image-level labels (two classes or more:
+``build_method`` refuses a one-class dataset such as COCO or Cityscapes images; use method ``task``)."""
 
 from __future__ import annotations
 

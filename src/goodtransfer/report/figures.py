@@ -1,8 +1,9 @@
-"""Paper figures drawn from analysis JSON: the false-positive breakdowns of Figs 1 and 7.
+"""Paper figures drawn from analysis JSON: the false-positive breakdowns of Figs 1 and 7, and the VOC07
+AP curves of Fig. 4.
 
 Figures are built on ``matplotlib.figure.Figure`` without pyplot, so no GUI backend is involved, and
 saved as PDF with TrueType (Type 42) fonts embedded and no creation date, so equal inputs give equal
-bytes. Both functions return the plotted bar heights (percent) for checks and tests.
+bytes. Each function returns what it plotted (bar heights in percent, or the curves) for the record.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from goodtransfer.evaluate.error_analysis import FP_TYPES
@@ -26,6 +28,13 @@ FP_COLOURS = {
     "BG": (128 / 255, 100 / 255, 162 / 255),
 }
 RUN_HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "++++")
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P")
+CURVE_METRICS = ("AP", "AP50", "AP75")
+# Fig. 4's columns: (series key, x key, x-axis label).
+CURVE_PANELS = (
+    ("pretrain_epochs", "epochs", "pretraining epoch"),
+    ("finetune_iters", "iterations", "fine-tuning iteration"),
+)
 _RC = {"pdf.fonttype": 42, "font.size": 7, "hatch.linewidth": 0.5, "axes.linewidth": 0.6}
 _PDF_METADATA = {"CreationDate": None, "Creator": "goodtransfer"}
 
@@ -140,3 +149,59 @@ def plot_fp_trend(
         _legend(fig, [])
         _save(fig, out_pdf)
     return heights
+
+
+def _curve_series(
+    label: str, by_epoch: Mapping[str, Mapping[int, Mapping[str, float]]], curves: Mapping[str, Sequence[Any]]
+) -> dict[str, dict[str, list[float]]]:
+    series: dict[str, dict[str, list[float]]] = {}
+    if label in by_epoch:
+        epochs = sorted(by_epoch[label])
+        values = {m: [float(by_epoch[label][e][m]) for e in epochs] for m in CURVE_METRICS}
+        series["pretrain_epochs"] = {"epochs": epochs, **values}
+    if label in curves:
+        points = sorted(curves[label], key=lambda point: point["iteration"])
+        values = {m: [float(point[m]) for point in points] for m in CURVE_METRICS}
+        series["finetune_iters"] = {"iterations": [int(point["iteration"]) for point in points], **values}
+    return series
+
+
+def plot_training_curves(
+    by_epoch: Mapping[str, Mapping[int, Mapping[str, float]]],
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    out_pdf: str | Path,
+) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Fig. 4: VOC07 AP, AP50, AP75 (rows) against the pretraining epoch of the fine-tuned backbone (left)
+    and against the fine-tuning iteration (right), one line per method.
+
+    ``by_epoch`` maps a label to {epoch: VOC metrics}; ``curves`` maps a label to the ``curve`` of a run
+    fine-tuned with ``eval_period``. Returns ``{label: {"pretrain_epochs": {"epochs": [...], "AP": [...],
+    "AP50": [...], "AP75": [...]}, "finetune_iters": {"iterations": [...], "AP": [...], ...}}}``, each
+    part present when its input has the label.
+    """
+    labels = list(dict.fromkeys([*by_epoch, *curves]))
+    if not labels:
+        raise InputError("plot_training_curves: expected at least one method")
+    series = {label: _curve_series(label, by_epoch, curves) for label in labels}
+    style = {
+        label: {"color": f"C{i}", "marker": RUN_MARKERS[i % len(RUN_MARKERS)]}
+        for i, label in enumerate(labels)
+    }
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+        axes = fig.subplots(len(CURVE_METRICS), len(CURVE_PANELS), squeeze=False, sharex="col")
+        for r, metric in enumerate(CURVE_METRICS):
+            for c, (panel, x, xlabel) in enumerate(CURVE_PANELS):
+                ax = axes[r][c]
+                for label in labels:
+                    if panel in series[label]:
+                        data = series[label][panel]
+                        ax.plot(data[x], data[metric], ms=3, lw=1, label=label, **style[label])
+                ax.set_ylabel(f"VOC07 {metric}")
+                ax.grid(True, lw=0.3, alpha=0.5)
+                if r == len(CURVE_METRICS) - 1:
+                    ax.set_xlabel(xlabel)
+        handles = [Line2D([], [], ms=3, lw=1, label=label, **style[label]) for label in labels]
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(labels), frameon=False)
+        _save(fig, out_pdf)
+    return series

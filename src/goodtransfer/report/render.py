@@ -27,6 +27,7 @@ from goodtransfer.report.latex import (
     LatexError,
     LatexSafe,
     compile_pdf,
+    format_number,
     make_environment,
 )
 
@@ -45,6 +46,7 @@ SUBCOLUMNS: tuple[dict[str, str], ...] = (
 )
 
 _SCALAR = (str, int, float)
+BAND_MARK_TEX = "$^{*}$"  # the table note (report/tables.py BAND_MARK) explains it
 
 
 def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -127,9 +129,23 @@ def _row_view(row: dict[str, Any], columns: list[dict[str, Any]], where: str) ->
             raise InputError(f"{here}: expected an object with 'ours'/'paper', got {type(cell).__name__}")
         view = {sub["key"]: _number_or_none(cell, sub["key"], here) for sub in SUBCOLUMNS}
         view["decimals"] = column["decimals"]
+        view["std"] = _number_or_none(cell, "std", here)
+        view["text"] = _cell_text(view, bool(cell.get("outside_band")))
         cell_views.append(view)
     run = row.get("run")
     return {"label": label, "run": run if isinstance(run, str) else "", "cells": cell_views}
+
+
+def _cell_text(cell: dict[str, Any], outside_band: bool) -> dict[str, LatexSafe]:
+    """What each sub-column prints: the paper's number; our mean, +- the std over seeds when there are
+    several, and a mark when it is further from the paper's than the table's band."""
+    decimals = cell["decimals"]
+    ours = format_number(cell["ours"], decimals)
+    if cell["std"] is not None:
+        ours = LatexSafe(f"{ours}\\,{{\\scriptsize$\\pm${format_number(cell['std'], decimals)}}}")
+    if outside_band and cell["ours"] is not None:
+        ours = LatexSafe(f"{ours}{BAND_MARK_TEX}")
+    return {"paper": format_number(cell["paper"], decimals), "ours": ours}
 
 
 def _latex_label(name: str) -> LatexSafe:
@@ -162,6 +178,7 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
         "caption": _need(table, "caption", where, str),
         "row_header": _need(table, "row_header", where, str),
         "label": _latex_label(name),
+        "number": paper_number(name, "table"),
         "columns": columns,
         "subcolumns": list(SUBCOLUMNS),
         "header_groups": header_groups,
@@ -217,7 +234,19 @@ def figure_view(record: dict[str, Any], tex_dir: Path, where: str) -> dict[str, 
     if not _FIGURE_PATH.match(relative):
         raise InputError(f"{where}: figure path {relative!r} has characters LaTeX would misread")
     label = LatexSafe("fig:" + (re.sub(r"[^A-Za-z0-9:.-]+", "-", name).strip("-") or "figure"))
-    return {"name": name, "caption": caption, "path": LatexSafe(relative), "label": label}
+    return {
+        "name": name,
+        "caption": caption,
+        "path": LatexSafe(relative),
+        "label": label,
+        "number": paper_number(name, "figure"),
+    }
+
+
+def paper_number(name: str, kind: str) -> int | None:
+    """'table7' -> 7: the report numbers a paper table or figure as the paper does (else in order)."""
+    match = re.fullmatch(rf"{kind}([0-9]+)", name)
+    return int(match.group(1)) if match else None
 
 
 def render_report(

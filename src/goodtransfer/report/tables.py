@@ -1,17 +1,21 @@
 """Assemble a paper table from metrics files: every cell carries ours, the paper's and its provenance.
 
 A table is declared in the config: groups of rows (one pretraining run each) and columns (a protocol's
-metric). Row i of a group is compared with row i of the same group in the paper's reference table, or, where
-the reference rows are one list (Tables 3-5), with the row named by the row's ``reference_row``.
+metric). A cell is the mean (and sample standard deviation) over the run's seeds. A row is compared with
+the paper's row named by its ``reference_row`` (the reference table's first column), else with the row at
+the same position of the same group; a cell further from the paper's number than the band is marked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from goodtransfer.io import InputError, read_json
+
+BAND_MARK = "*"  # after our number: it differs from the paper's by more than the configured band
 
 
 def reference_value(
@@ -22,16 +26,17 @@ def reference_value(
     key: str,
     method: str | None = None,
 ) -> float | None:
-    """The paper's ``key`` for a row: row ``index`` of ``group``, or, for a table whose reference rows are
-    one list (Tables 3-5), the row whose ``method`` is ``method``."""
+    """The paper's ``key`` for a row: row ``index`` of ``group``, or the row whose label (the reference
+    table's first column: its method, pretraining, ...) is ``method``."""
     try:
         rows = reference[table]["rows"] if group is None else reference[table]["rows"][group]
     except (KeyError, TypeError):
         raise InputError(f"reference: no rows for table {table!r}, group {group!r}") from None
     if method is not None:
-        matches = [row for row in rows if row.get("method") == method]
+        label_key = (reference[table].get("columns") or ["method"])[0]  # 'method', 'pretraining', ...
+        matches = [row for row in rows if row.get(label_key) == method]
         if not matches:
-            known = [row.get("method") for row in rows]
+            known = [row.get(label_key) for row in rows]
             raise InputError(f"reference: table {table!r} has no row {method!r}; expected one of {known}")
         row = matches[0]
     elif index >= len(rows):
@@ -44,25 +49,56 @@ def reference_value(
     return float(value) if isinstance(value, int | float) else None
 
 
-def _cell(column: Mapping[str, Any], run: str, metrics_files: Mapping[str, str], paper: float | None) -> dict:
-    path = metrics_files.get(f"{column['protocol']}/{run}")
-    if path is None:
-        return {"ours": None, "paper": paper, "provenance": None}
-    metrics = read_json(path)
-    if column["metric"] not in metrics:
-        raise InputError(
-            f"{path}: field {column['metric']!r} missing; expected it for column {column['key']!r}"
-        )
+def _mean_and_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _cell(
+    column: Mapping[str, Any],
+    run: str,
+    metrics_files: Mapping[str, str | Sequence[str]],
+    paper: float | None,
+    band: float | None,
+) -> dict:
+    """Our mean over the seeds' metrics files (sample std when there are several), the paper's number,
+    whether they differ by more than ``band``, and which files the cell came from."""
+    paths = metrics_files.get(f"{column['protocol']}/{run}")
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        return {"ours": None, "std": None, "n": 0, "paper": paper, "outside_band": None, "provenance": None}
+    runs = [read_json(path) for path in paths]
+    for path, metrics in zip(paths, runs, strict=True):
+        if column["metric"] not in metrics:
+            raise InputError(
+                f"{path}: field {column['metric']!r} missing; expected it for column {column['key']!r}"
+            )
+    values = [float(metrics[column["metric"]]) for metrics in runs]
+    mean, std = _mean_and_std(values)
+    outside = None if band is None or paper is None else abs(mean - paper) > band
     return {
-        "ours": float(metrics[column["metric"]]),
+        "ours": mean,
+        "std": std,
+        "n": len(values),
+        "values": values,
         "paper": paper,
+        "outside_band": outside,
         "provenance": {
             "run": run,
-            "config_hash": metrics.get("config_hash"),
-            "checkpoint": metrics.get("checkpoint"),
-            "metrics": str(Path(path)),
+            "config_hash": runs[0].get("config_hash"),
+            "checkpoint": runs[0].get("checkpoint"),
+            "metrics": [str(Path(path)) for path in paths],
         },
     }
+
+
+def _band_note(band: float | None) -> list[str]:
+    if band is None:
+        return []
+    return [f"{BAND_MARK} our mean is more than {band:g} away from the paper's number."]
 
 
 def build_table(
@@ -71,8 +107,10 @@ def build_table(
     metrics_files: Mapping[str, str],
     reference: Mapping[str, Any],
     notes: list[str],
+    band: float | None = None,
 ) -> dict[str, Any]:
-    """The table JSON that the renderer reads; ``metrics_files`` maps 'protocol/run' to a metrics.json."""
+    """The table JSON that the renderer reads; ``metrics_files`` maps 'protocol/run' to the metrics.json of
+    each seed (or one path). ``band``: cells whose mean is further than this from the paper's are marked."""
     columns = declaration["columns"]
     groups = []
     for group in declaration["groups"]:
@@ -91,6 +129,7 @@ def build_table(
                         column["key"],
                         row.get("reference_row"),
                     ),
+                    band,
                 )
                 for column in columns
             }
@@ -102,5 +141,6 @@ def build_table(
         "row_header": declaration["row_header"],
         "columns": [{k: c[k] for k in ("key", "label", "group")} for c in columns],
         "groups": groups,
-        "notes": notes,
+        "band": band,
+        "notes": [*notes, *_band_note(band)],
     }

@@ -2,13 +2,17 @@
 
 Iteration-based like detectron2: SGD, linear warmup, x0.1 at ``steps``, multi-scale training by
 shortest side, horizontal flip, difficult objects kept for training. Resumable at any checkpoint.
+
+Optional spec key ``eval_period`` (iterations; absent or 0 = off): the test split is also evaluated
+every ``eval_period`` iterations (Fig. 4b), and metrics.json gets ``curve``, a list of
+``{"iteration", "AP", "AP50", "AP75"}`` whose last entry is the final evaluation.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +28,11 @@ from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
 from goodtransfer.io import spec_hash, write_json
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, rng_state, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import build_c4_detector
+
+CURVE_METRICS = ("AP", "AP50", "AP75")
 
 
 class VocDetectionData(Dataset):
@@ -103,7 +109,25 @@ def build_from_checkpoint(spec: dict[str, Any], checkpoint: Path, num_classes: i
     return build_c4_detector(resnet, num_classes, spec)
 
 
-def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
+def _curve_point(iteration: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"iteration": iteration, **{k: metrics[k] for k in CURVE_METRICS}}
+
+
+def _evaluate_between(model, test: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """An evaluation mid-training that leaves training as it was: train mode, training sizes, RNG."""
+    saved, sizes = rng_state(), model.transform.min_size
+    metrics = test()
+    set_rng_state(saved)  # the test loader draws a seed: without this, evaluating would change training
+    model.transform.min_size = sizes
+    model.train()
+    return metrics
+
+
+def _train(
+    model, data, spec, compute: Compute, resume: ResumeState, test: Callable[[], dict[str, Any]]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Train to ``max_iter``; returns the iteration it started from and the intermediate evaluations."""
+    period, curve = spec.get("eval_period") or 0, []
     optimizer = torch.optim.SGD(
         model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
     )
@@ -111,11 +135,13 @@ def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
     if (state := resume.load()) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start = state["iteration"]
-        set_rng_state(state["rng"])
+        start, curve = state["iteration"], state.get("curve", [])
         print(f"[voc] resuming {spec['run']} from iteration {start}", file=sys.stderr)
     sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
     loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
+    batches = iter(loader)  # draws a seed from the global RNG: before restoring it, as the first run did
+    if state is not None:
+        set_rng_state(state["rng"])
     model.train()
     progress = Progress(
         f"voc {spec['run']}",
@@ -125,7 +151,7 @@ def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
         unit="img",
         every=spec["log_period"],
     )
-    for iteration, (images, targets, _) in enumerate(loader, start=start):
+    for iteration, (images, targets, _) in enumerate(batches, start=start):
         for group in optimizer.param_groups:
             group["lr"] = _iteration_lr(spec, iteration)
         with compute.autocast():
@@ -136,9 +162,13 @@ def _train(model, data, spec, compute: Compute, resume: ResumeState) -> int:
         optimizer.step()
         done = iteration + 1
         progress.update(loss=float(loss), lr=_iteration_lr(spec, iteration))
+        if period and done % period == 0 and done < spec["max_iter"]:
+            curve.append(_curve_point(done, _evaluate_between(model, test)))
         if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
-            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
-    return start
+            resume.save(
+                model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done, curve=curve
+            )
+    return start, curve
 
 
 def _to(target: dict[str, torch.Tensor], compute: Compute) -> dict[str, torch.Tensor]:
@@ -201,10 +231,17 @@ def finetune_voc(
     compute = Compute.from_spec(spec)
     model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))
     began = time.time()
-    start = _train(
-        model, VocDetectionData(train_records, classes), spec, compute, ResumeState(state_dir, digest)
+    start, curve = _train(
+        model,
+        VocDetectionData(train_records, classes),
+        spec,
+        compute,
+        ResumeState(state_dir, digest),
+        lambda: evaluate(model, test_records, classes, spec, compute)[0],
     )
     metrics, detections = evaluate(model, test_records, classes, spec, compute)
+    if spec.get("eval_period"):
+        metrics["curve"] = [*curve, _curve_point(spec["max_iter"], metrics)]
     write_json(detections_out, {"classes": list(classes), "detections": detections})
     write_json(
         metrics_out,
