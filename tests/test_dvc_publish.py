@@ -87,7 +87,7 @@ def test_corrupted_pulled_checkpoint_fails_naming_it_instead_of_training_on_it(p
     assert "pretrain" not in [rule for rule, _ in planned_jobs(plan.stdout)]
     done = snakemake(clone, DOWNSTREAM[0], "--configfile", "tiny.yaml")
     assert done.returncode != 0
-    log = (clone / "logs/linear/supervised-f.log").read_text()
+    log = (clone / "logs/linear/supervised-f/seed0.log").read_text()
     assert f"{checkpoint.relative_to(clone)}: the weights do not match meta.weights_sha256" in log
     assert not (clone / DOWNSTREAM[0]).exists()
 
