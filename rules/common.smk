@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from goodtransfer import config as gtc
 from goodtransfer.fetch import released_url
+from goodtransfer.published import check_published_run
 
 FP_FIGURES = (
     "fp_trend",
@@ -60,23 +61,26 @@ def pretrain_dataset(run):
 
 
 def pretrain_input(run):
-    """An imported run depends on its source file; a trained one on its dataset's check; a published one
-    (its checkpoint tracked by DVC, e.g. after `git clone` + `dvc pull`) on nothing: it is not retrained.
+    """An imported run depends on its source file; a trained one on its dataset's check (and a task run on
+    its init_from file). A published run (its checkpoint tracked by DVC, e.g. after `git clone` +
+    `dvc pull`) is not retrained while the config still describes it: its dataset check, where this
+    workspace has one, is an input whose age does not count, so publishing changes nothing Snakemake
+    reruns on; a changed setting fails here naming the keys.
     """
     trained = Path(checkpoint_of(run))
+    spec = gtc.pretrain_spec(config, run)
     if Path(f"{trained}.dvc").is_file():
         if not trained.is_file():
             raise WorkflowError(
                 f"{trained} is published with DVC ({trained}.dvc) but not in this workspace: "
                 f"run `dvc pull {trained}.dvc`, or delete the .dvc files to retrain it"
             )
-        return []
-    spec = gtc.pretrain_spec(config, run)
-    return (
-        spec["import_from"]
-        if spec.get("import_from")
-        else dataset_check(spec["dataset"])
-    )
+        check_published_run(run, spec, trained, trained.parent / "train_log.json")
+        source = spec.get("import_from") or dataset_check(spec["dataset"])
+        return [ancient(source)] if Path(source).is_file() else []
+    if spec.get("import_from"):
+        return [spec["import_from"]]
+    return [dataset_check(spec["dataset"]), *filter(None, [spec.get("init_from")])]
 
 
 EPOCH_RUN = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")

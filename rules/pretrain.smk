@@ -32,7 +32,8 @@ rule pretrain:
         ),
     shell:
         "{params.launcher} -m goodtransfer --threads {params.threads} pretrain --spec {params.spec:q} --data {params.root}"
-        " --out {output.checkpoint} --state-dir {params.state_dir} --train-log {output.log_json} 2> {log}"
+        " --out {output.checkpoint} --state-dir {params.state_dir} --train-log {output.log_json}"
+        " --data-check {input.data} 2> {log}"
 
 
 rule pretraining:

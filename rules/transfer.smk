@@ -53,7 +53,7 @@ rule voc_detection:
     shell:
         "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {params.checkpoint} --data {params.root}"
         " --metrics {output.metrics} --detections {output.detections}"
-        " --state-dir {params.state_dir} {params.extra} 2> {log}"
+        " --state-dir {params.state_dir} {params.extra} --data-check {input.data} 2> {log}"
 
 
 rule transfer:
@@ -80,4 +80,5 @@ rule transfer:
         state_dir="results/{protocol}/{run}/seed{seed}/state",
     shell:
         "python -m goodtransfer --threads {threads} transfer --spec {params.spec:q} --checkpoint {params.checkpoint}"
-        " --data {params.root} --metrics {output.metrics} --state-dir {params.state_dir} 2> {log}"
+        " --data {params.root} --metrics {output.metrics} --state-dir {params.state_dir}"
+        " --data-check {input.data} 2> {log}"

@@ -52,7 +52,8 @@ def finished_run(stand_in, tmp_path_factory):
     meta = {"arch": "resnet10", "method": "random", "run": "t"}
     save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), meta)
     log = io.StringIO()
-    with contextlib.redirect_stderr(log):
+    with contextlib.redirect_stderr(log), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GOODTRANSFER_KEEP_STATE", "1")  # as a run killed after its last checkpoint leaves it
         run(TINY_SPEC, checkpoint, stand_in, out / "metrics.json", out / "state")
     return out, checkpoint, json.loads((out / "metrics.json").read_text()), log.getvalue()
 

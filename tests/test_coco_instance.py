@@ -251,8 +251,11 @@ def test_ground_truth_as_detections_scores_100(coco_root):
         assert metrics["AP"] == metrics["AP50"] == metrics["AP75"] == pytest.approx(100.0)
 
 
-def test_run_writes_coco_metrics_and_resumes_to_the_same_result(coco_root, checkpoint, tmp_path, one_thread):
+def test_run_writes_coco_metrics_and_resumes_to_the_same_result(
+    coco_root, checkpoint, tmp_path, one_thread, monkeypatch
+):
     out = tmp_path / "out"
+    monkeypatch.setenv("GOODTRANSFER_KEEP_STATE", "1")  # as a run killed after its last checkpoint leaves it
     coco_instance.run(SPEC, checkpoint, coco_root, out / "metrics.json", out / "state")
     metrics = json.loads((out / "metrics.json").read_text())
     assert all(0.0 <= metrics[k] <= 100.0 for k in coco_instance.METRICS)

@@ -38,7 +38,7 @@ def _pretrain(data, out, method, processes):
         f"--nproc_per_node={processes}",
     )
     command = pretrain_command(spec, data, out, launcher if processes > 1 else ())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GOODTRANSFER_KEEP_STATE": "1"}  # the queues are read
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return out

@@ -200,7 +200,9 @@ def _spec(**overrides: object) -> dict:
     return {**spec, **overrides}
 
 
-def test_run_writes_metrics_and_reuses_cached_features(data_root: Path, tmp_path: Path) -> None:
+def test_run_writes_metrics_and_reuses_cached_features(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     checkpoint = tmp_path / "random.pt"
     state = {"arch": "resnet10", "method": "random", "run": "t"}
     save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), state)
@@ -216,16 +218,43 @@ def test_run_writes_metrics_and_reuses_cached_features(data_root: Path, tmp_path
         and metrics["config_hash"]
         and metrics["checkpoint"] == str(checkpoint)
     )
+    assert not (tmp_path / "state").exists(), "the feature cache outlived the finished job"
+    # Killed after every feature was extracted: the rerun reads the cache and gives the same numbers.
+    with monkeypatch.context() as patch:
+        patch.setattr(fewshot, "base_accuracy", _killed)
+        with pytest.raises(KeyboardInterrupt):
+            fewshot.run(spec, checkpoint, data_root, tmp_path / "again.json", tmp_path / "state")
     cached = sorted(p.name for p in (tmp_path / "state").iterdir())
     assert cached == [f"features_{n}.pt" for n in ("base_train", "base_val", "test", "val")]
-    # A rerun reads the cached features (mtime unchanged) and gives the same numbers.
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "state").iterdir()}
+    capsys.readouterr()
     fewshot.run(spec, checkpoint, data_root, tmp_path / "again.json", tmp_path / "state")
+    assert capsys.readouterr().err.count("reusing") == 4
     again = json.loads((tmp_path / "again.json").read_text())
-    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
     assert {k: v for k, v in again.items() if k != "seconds"} == {
         k: v for k, v in metrics.items() if k != "seconds"
     }
+
+
+def test_cached_features_of_other_backbone_weights_at_the_same_path_are_not_reused(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = tmp_path / "backbone.pt"
+    meta = {"arch": "resnet10", "method": "random", "run": "t"}
+    torch.manual_seed(0)
+    save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), meta)
+    with monkeypatch.context() as patch:
+        patch.setattr(fewshot, "base_accuracy", _killed)
+        with pytest.raises(KeyboardInterrupt):
+            fewshot.run(_spec(), checkpoint, data_root, tmp_path / "m.json", tmp_path / "state")
+    torch.manual_seed(1)  # retrained: other weights, same path
+    save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), meta)
+    capsys.readouterr()
+    fewshot.run(_spec(), checkpoint, data_root, tmp_path / "m.json", tmp_path / "state")
+    assert "reusing" not in capsys.readouterr().err
+
+
+def _killed(*args, **kwargs):
+    raise KeyboardInterrupt("killed")
 
 
 def test_run_rejects_a_bad_spec_naming_the_key(data_root: Path, tmp_path: Path) -> None:

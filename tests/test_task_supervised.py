@@ -95,33 +95,45 @@ def test_deeplab_extractor_gives_the_dilated_backbone_under_resnet_keys(one_thre
     load_into(build_resnet(ARCH), weights, "deeplab")
 
 
-def _check_trained(out, state, log_json, method: str) -> dict:
+def _check_trained(spec, out, state, log_json, method: str) -> dict:
     resnet, meta = resnet_from_checkpoint(out)  # loads as any pretraining checkpoint does
     assert meta["method"] == method and meta["arch"] == ARCH and meta["run"] == "tiny"
     trained, _ = load_backbone(out)
-    start, start_meta = load_backbone(state / "init.pt")
+    start, start_meta = load_backbone(initial_checkpoint(spec, out.parent / "start"))
     assert start_meta["method"] == "random" and set(trained) == set(start) == _resnet_keys()
     for stage in STAGES:  # every stage trained, res5 of the C4 head included
         keys = [k for k in trained if k.startswith(stage) and trained[k].is_floating_point()]
         assert any(not torch.equal(trained[k], start[k]) for k in keys), stage
     log = json.loads(log_json.read_text())
     assert log["run"] == "tiny" and log["history"] == [] and log["task_metrics"]["run"] == "tiny"
-    assert (state / "task_metrics.json").is_file()
+    assert log["spec"] == spec
+    assert not state.exists(), "the resumable state outlived the finished run"
     return log["task_metrics"]
 
 
-def test_coco_task_run_trains_a_detector_saves_its_backbone_and_resumes(tmp_path, one_thread, capsys):
+def test_coco_task_run_trains_a_detector_saves_its_backbone_and_resumes(
+    tmp_path, one_thread, capsys, monkeypatch
+):
     root = tmp_path / "coco"
     coco.generate(root, seed=0, train_images=6, val_images=3, image_size=(80, 112), max_objects=2,
                   categories=3)  # fmt: skip
     out, state, log_json = tmp_path / "run/checkpoint.pt", tmp_path / "run/state", tmp_path / "run/log.json"
     spec = _spec("tiny", "coco_instance", COCO_SETTINGS, "coco")
     pretrain(spec, root, out, state, log_json)
-    metrics = _check_trained(out, state, log_json, "supervised-detection")
+    metrics = _check_trained(spec, out, state, log_json, "supervised-detection")
     assert metrics["iterations"] == 4 and "bbox_AP" in metrics and metrics["resumed_from"] == 0
-    # As if killed after the mid-run checkpoint: the rerun resumes the task and ends where it did.
+    # Killed after the mid-run checkpoint (iteration 2): the rerun resumes the task and ends where it did.
+    again, state = tmp_path / "again.pt", tmp_path / "again-state"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after training")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(coco_instance, "_precise_bn", killed)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(spec, root, again, state, tmp_path / "again.json")
+    assert not again.exists()
     capsys.readouterr()
-    again = tmp_path / "again.pt"
     pretrain(spec, root, again, state, tmp_path / "again.json")
     assert "resuming tiny from iteration 2" in capsys.readouterr().err
     first, second = load_backbone(out)[0], load_backbone(again)[0]
@@ -132,8 +144,9 @@ def test_segmentation_task_run_trains_deeplab_and_saves_its_backbone(tmp_path, o
     root = tmp_path / "cityscapes"
     cityscapes.generate(root, seed=3, train_images=4, val_images=1, image_size=(64, 128))
     out, state, log_json = tmp_path / "run/checkpoint.pt", tmp_path / "run/state", tmp_path / "run/log.json"
-    pretrain(_spec("tiny", "segmentation", SEGMENTATION_SETTINGS, "cityscapes"), root, out, state, log_json)
-    metrics = _check_trained(out, state, log_json, "supervised-segmentation")
+    spec = _spec("tiny", "segmentation", SEGMENTATION_SETTINGS, "cityscapes")
+    pretrain(spec, root, out, state, log_json)
+    metrics = _check_trained(spec, out, state, log_json, "supervised-segmentation")
     assert metrics["iterations"] == 4 and 0 <= metrics["mIoU"] <= 100
 
 

@@ -95,8 +95,9 @@ def test_evaluating_along_the_way_leaves_training_as_it_was(
 
 
 def test_resumed_run_records_the_same_curve_as_an_uninterrupted_one(
-    voc_root: Path, checkpoint: Path, tmp_path: Path
+    voc_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GOODTRANSFER_KEEP_STATE", "1")
     whole = _run(_spec(), checkpoint, voc_root, tmp_path)
     detections = (tmp_path / "detections.json").read_bytes()
     # The state at iteration 3 is still on disk, as a run killed during iterations 4..6 would leave it.

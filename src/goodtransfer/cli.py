@@ -21,7 +21,7 @@ def _threads(count: int) -> None:
 def _pretrain(args: argparse.Namespace) -> None:
     from goodtransfer.pretrain.train import pretrain
 
-    pretrain(json.loads(args.spec), args.data, args.out, args.state_dir, args.train_log)
+    pretrain(json.loads(args.spec), args.data, args.out, args.state_dir, args.train_log, args.data_check)
 
 
 def _linear(args: argparse.Namespace) -> None:
@@ -41,6 +41,7 @@ def _voc(args: argparse.Namespace) -> None:
         args.detections,
         args.state_dir,
         [(Path(root), split) for root, split in args.extra_train or []],
+        args.data_check,
     )
 
 
@@ -54,7 +55,9 @@ def _transfer(args: argparse.Namespace) -> None:
             f"config: transfer.{spec.get('protocol')}: dataset {spec.get('dataset')!r} is of kind "
             f"{spec.get('data_kind')!r}; task {spec['task']!r} expects a {expected!r} dataset"
         )
-    runner(spec["task"])(spec, args.checkpoint, args.data, args.metrics, args.state_dir)
+    runner(spec["task"])(
+        spec, args.checkpoint, args.data, args.metrics, args.state_dir, data_checks=args.data_check
+    )
 
 
 def _check_dataset(args: argparse.Namespace) -> None:
@@ -211,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
     for command in (job, sub.choices["linear"], sub.choices["voc"], sub.choices["transfer"]):
         command.add_argument("--spec", required=True, help="the job's resolved spec, JSON")
         command.add_argument("--data", type=Path, required=True, help="dataset root")
+        command.add_argument(
+            "--data-check",
+            type=Path,
+            nargs="*",
+            default=[],
+            help="the datasets' check records: resumable state is keyed on their content",
+        )
     job.add_argument("--out", type=Path, required=True)
     check = sub.add_parser("check-dataset", help="check a dataset's layout and write a summary")
     check.add_argument("--kind", required=True, help="a dataset kind: imagefolder, voc, coco, ...")

@@ -35,6 +35,7 @@ from goodtransfer.device import Compute
 from goodtransfer.evaluate.perceptual import perceptual_from_spec
 from goodtransfer.io import InputError, spec_hash, write_bytes, write_json
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from goodtransfer.resume import file_digest
 
 GENERATOR_KEYS = ("noise_channels", "channels_down", "channels_up", "channels_skip", "kernel_sizes", "output")
 # Every key that changes a reconstruction; a saved PNG made under other values is recomputed.
@@ -239,7 +240,7 @@ def run_inversion(
     """Invert every image through every backbone; write ``out_dir/inputs/*.png``,
     ``out_dir/reconstructions/<label>/*.png``, ``metrics_out`` (LPIPS to the input per backbone) and a
     grid PDF of the first ``grid_images`` images (``figure_out``, default ``out_dir/reconstructions.pdf``).
-    A reconstruction already saved under the same spec, checkpoint path and image is reused, so an
+    A reconstruction already saved under the same spec, backbone bytes and image bytes is reused, so an
     interrupted run resumes where it stopped."""
     _validate(spec, checkpoints, images)
     out_dir, began = Path(out_dir), time.time()
@@ -311,16 +312,17 @@ def _reconstruct(
     png: Path,
     compute: Compute,
 ) -> tuple[torch.Tensor, dict[str, str]]:
-    """The reconstruction saved at ``png`` if the same settings, checkpoint and image made it, else a
-    fresh one, saved; returned as read back (8-bit), so a resumed run scores exactly the same pixels."""
+    """The reconstruction saved at ``png`` if the same settings, backbone bytes and image bytes made it
+    (not merely the same paths: a retrained backbone has the same path), else a fresh one, saved;
+    returned as read back (8-bit), so a resumed run scores exactly the same pixels."""
     (label, checkpoint), (image_path, image) = source, target
     settings = {key: spec[key] for key in INVERSION_KEYS}
-    tag = spec_hash({**settings, "checkpoint": str(checkpoint), "image": str(image_path)})
+    tag = spec_hash({**settings, "backbone": file_digest(checkpoint), "image": file_digest(image_path)})
     if png.is_file():
         saved, text = read_png(png)
         if text.get(_RESUME_TAG) == tag:
             return saved, text
-        print(f"[inversion] {png}: made with other settings; recomputing", file=sys.stderr)
+        print(f"[inversion] {png}: made from other settings, weights or image; recomputing", file=sys.stderr)
     began = time.time()
     result = invert(backbone(), image, spec, compute)
     save_png(png, result.image, {_RESUME_TAG: tag, "feature_mse": repr(result.losses[-1])})

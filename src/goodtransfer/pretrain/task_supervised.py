@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from goodtransfer.checkpoint import load_backbone, save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.io import InputError, read_json, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
-from goodtransfer.resume import seed_everything
+from goodtransfer.resume import clear_state, file_digest, seed_everything
 from goodtransfer.transfer import tasks
 
 COMPUTE_KEYS = ("device", "precision", "channels_last")
@@ -65,9 +65,11 @@ def _gives_backbone(name: str) -> bool:
 
 def initial_checkpoint(spec: Mapping[str, Any], state_dir: Path) -> Path:
     """``state_dir/init.pt``: random ``arch`` weights seeded with ``seed``, or ``init_from``'s backbone;
-    written once (atomically) and reused on resume while arch, seed and init_from stay the same."""
+    written once (atomically) and reused on resume while arch, seed and init_from's bytes stay the same."""
     path = Path(state_dir) / "init.pt"
-    key = spec_hash({name: spec.get(name) for name in ("arch", "seed", "init_from")})
+    init_from = spec.get("init_from")
+    source = file_digest(init_from) if init_from and Path(init_from).is_file() else None
+    key = spec_hash({**{name: spec.get(name) for name in ("arch", "seed", "init_from")}, "bytes": source})
     if path.is_file() and load_backbone(path)[1].get("init_key") == key:
         return path
     if spec.get("init_from"):
@@ -82,7 +84,12 @@ def initial_checkpoint(spec: Mapping[str, Any], state_dir: Path) -> Path:
 
 
 def train_task_backbone(
-    spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, log_json: Path
+    spec: dict[str, Any],
+    data_root: Path,
+    out: Path,
+    state_dir: Path,
+    log_json: Path,
+    data_checks: Sequence[Path] = (),
 ) -> None:
     """Train the task network from ``initial_checkpoint`` on ``data_root``; its ResNet goes to ``out``."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -94,14 +101,19 @@ def train_task_backbone(
     state_dir = Path(state_dir)
     init = initial_checkpoint(spec, state_dir)
     metrics = state_dir / "task_metrics.json"
-    run(task_spec(spec), init, Path(data_root), metrics, state_dir / "task", backbone_out=Path(out))
+    run(
+        task_spec(spec), init, Path(data_root), metrics, state_dir / "task", backbone_out=Path(out),
+        data_checks=data_checks,
+    )  # fmt: skip
     write_json(
         log_json,
         {
             "run": spec["run"],
             "config_hash": spec_hash(spec),
+            "spec": spec,
             "history": [],
             "task": spec["task"],
             "task_metrics": read_json(metrics),
         },
     )
+    clear_state(state_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_tran
 from goodtransfer.pretrain.task_supervised import train_task_backbone
 from goodtransfer.progress import Progress
 from goodtransfer.publish import verify_recorded_checksum
-from goodtransfer.resume import ResumeState, seed_everything
+from goodtransfer.resume import ResumeState, dataset_digest, job_key, seed_everything
 from goodtransfer.schedule import epoch_lr
 
 
@@ -132,8 +133,7 @@ def import_backbone(spec: dict[str, Any], out: Path, log_json: Path) -> None:
     write_json(
         log_json,
         {
-            "run": spec["run"],
-            "config_hash": imported["config_hash"],
+            **_record(spec, imported["config_hash"]),
             "history": [],
             "imported_from": str(source),
         },
@@ -145,17 +145,25 @@ def save_initialisation(spec: dict[str, Any], out: Path, log_json: Path) -> None
     seed_everything(spec["seed"])
     digest = spec_hash(spec)
     save_backbone(out, backbone_state_dict(build_resnet(spec["arch"])), _meta(spec, digest, 0))
-    write_json(log_json, {"run": spec["run"], "config_hash": digest, "history": []})
+    write_json(log_json, {**_record(spec, digest), "history": []})
 
 
-def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, log_json: Path) -> None:
-    """Train ``spec`` on ``data_root`` and write the backbone checkpoint ``out`` and a log."""
+def pretrain(
+    spec: dict[str, Any],
+    data_root: Path,
+    out: Path,
+    state_dir: Path,
+    log_json: Path,
+    data_checks: Sequence[Path] = (),
+) -> None:
+    """Train ``spec`` on ``data_root`` and write the backbone checkpoint ``out`` and a log. Resumes only
+    state made from the same spec and dataset content (``data_checks``: the dataset's check records)."""
     if spec.get("import_from"):
         return import_backbone(spec, out, log_json)
     if spec.get("method") == "scratch":  # Table 5's "Scratch" row: the seeded random initialisation
         return save_initialisation(spec, out, log_json)
     if spec.get("method") == "task":  # a detection/segmentation network's backbone (Table 2)
-        return train_task_backbone(spec, data_root, out, state_dir, log_json)
+        return train_task_backbone(spec, data_root, out, state_dir, log_json, data_checks)
     digest = spec_hash(spec)
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)
@@ -163,7 +171,7 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
     model = _build(spec, data_root, compute)
     method = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(model, spec)
-    resume = ResumeState(state_dir, digest)
+    resume = ResumeState(state_dir, job_key(spec, data=dataset_digest(data_root, data_checks)))
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if (state := resume.load()) is not None:
@@ -190,7 +198,8 @@ def pretrain(spec: dict[str, Any], data_root: Path, out: Path, state_dir: Path, 
         _checkpoint(spec, digest, epoch + 1, method, optimizer, resume, history, out)
     if ddp.rank() == 0:
         save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))
-        write_json(log_json, {"run": spec["run"], "config_hash": digest, "history": history})
+        write_json(log_json, {**_record(spec, digest), "history": history})
+        resume.clear()
 
 
 def _checkpoint(spec, digest, done, method, optimizer, resume: ResumeState, history, out: Path) -> None:
@@ -201,6 +210,12 @@ def _checkpoint(spec, digest, done, method, optimizer, resume: ResumeState, hist
     if keep and done % keep == 0 and ddp.rank() == 0:
         path = out.parent / "epochs" / f"epoch_{done:04d}.pt"
         save_backbone(path, backbone_state_dict(method.backbone), _meta(spec, digest, done))
+
+
+def _record(spec: dict[str, Any], digest: str) -> dict[str, Any]:
+    """What the training log says a run was made from: the whole resolved spec, so that a published
+    run can be compared with the config that would use it (``goodtransfer.published``)."""
+    return {"run": spec["run"], "config_hash": digest, "spec": spec}
 
 
 def _meta(spec: dict[str, Any], digest: str, epoch: int) -> dict[str, Any]:

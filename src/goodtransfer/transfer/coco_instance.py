@@ -50,7 +50,7 @@ from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.coco import evaluate_coco
 from goodtransfer.io import InputError, spec_hash, write_json, write_text
-from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
 from goodtransfer.transfer.voc_detection import IterationSampler
@@ -398,6 +398,7 @@ def run(
     state_dir: Path,
     detections_out: Path | None = None,
     backbone_out: Path | None = None,
+    data_checks: Sequence[Path] = (),
 ) -> None:
     """Fine-tune on ``train_splits``, evaluate on ``test_split``; write metrics.json and the raw results
     (``detections_out``, default ``coco_instances_results.json`` beside the metrics). With
@@ -416,7 +417,8 @@ def run(
     model = compute.module(build_c4_mask_rcnn(resnet, len(train.category_ids), spec))
     began = time.time()
     data = CocoInstanceData(train.records)
-    start = _train(model, data, spec, compute, ResumeState(state_dir, digest))
+    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
+    start = _train(model, data, spec, compute, resume)
     _precise_bn(model, data, spec, compute)
     metrics, results = evaluate(model, test, spec, compute)
     out = Path(detections_out) if detections_out else Path(metrics_out).parent / "coco_instances_results.json"
@@ -431,3 +433,4 @@ def run(
         meta = {"method": "supervised-detection", "run": spec["run"], "config_hash": digest, "epoch": -1,
                 "iterations": spec["max_iter"], "arch": source["arch"], "init": str(checkpoint)}  # fmt: skip
         save_backbone(backbone_out, resnet_state_dict(model), meta)
+    resume.clear()

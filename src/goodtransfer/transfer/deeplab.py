@@ -55,7 +55,7 @@ from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationE
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
-from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.transfer.voc_detection import IterationSampler
 
 SPEC_KEYS = (
@@ -392,6 +392,7 @@ def run(
     metrics_out: Path,
     state_dir: Path,
     backbone_out: Path | None = None,
+    data_checks: Sequence[Path] = (),
 ) -> None:
     """Fine-tune DeepLab-v3 from ``checkpoint`` on Cityscapes train, evaluate on val, write metrics.json.
     With ``backbone_out``, also save the trained segmenter's ResNet as a backbone checkpoint (Table 2's
@@ -403,7 +404,8 @@ def run(
     compute = Compute.from_spec(spec)
     model = compute.module(build_from_checkpoint(spec, Path(checkpoint)))
     began = time.time()
-    start = _train(model, CityscapesData(train_pairs, spec), spec, compute, ResumeState(state_dir, digest))
+    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
+    start = _train(model, CityscapesData(train_pairs, spec), spec, compute, resume)
     metrics = evaluate(model, CityscapesData(val_pairs, spec), spec, compute)
     print(
         f"[cityscapes] {spec['run']} val mIoU {metrics['mIoU']:.2f} aAcc {metrics['aAcc']:.2f}",
@@ -435,3 +437,4 @@ def run(
             "init": str(checkpoint),
         }
         save_backbone(backbone_out, weights, meta)
+    resume.clear()

@@ -19,8 +19,9 @@ the shot settings) on ``val_episodes`` episodes of the val classes. ``base_acc``
 linear classifier on cached base_train features, scored on the held-out base_val images.
 
 Resuming: per-episode training is seconds, so only the features are kept. They are cached in
-``state_dir/features_<part>.pt`` (written atomically), keyed by checkpoint (path, size, mtime), transform,
-precision and image list, and reused by a rerun; anything else is recomputed.
+``state_dir/features_<part>.pt`` (written atomically), keyed by the backbone file's bytes, the dataset's
+content, transform, precision and image list, and reused by a rerun; anything else is recomputed. The
+cache is removed once metrics.json is written.
 
 Spec keys (paper-scale value in brackets):
   run, seed, device, precision, channels_last   job name, seed of episodes and classifiers, Compute settings
@@ -65,7 +66,7 @@ from goodtransfer.evaluate.fewshot import mean_and_ci95
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import pooled_features
 from goodtransfer.pretrain.augment import normalize
-from goodtransfer.resume import seed_everything
+from goodtransfer.resume import clear_state, dataset_digest, file_digest, seed_everything
 from goodtransfer.schedule import step
 
 REQUIRED = (
@@ -108,14 +109,15 @@ class _Images(Dataset):
 class FeatureCache:
     """Frozen-backbone features of image lists, kept in ``state_dir/features_<name>.pt`` and reused."""
 
-    def __init__(self, spec: dict[str, Any], checkpoint: Path, compute: Compute, state_dir: Path) -> None:
+    def __init__(
+        self, spec: dict[str, Any], checkpoint: Path, compute: Compute, state_dir: Path, data: str
+    ) -> None:
         backbone, _ = resnet_from_checkpoint(checkpoint)
         self.backbone, self.spec, self.compute = compute.module(backbone).eval(), spec, compute
-        self.state_dir, stat = Path(state_dir), Path(checkpoint).stat()
-        # A cache is valid for the same checkpoint file and the same transform and precision.
+        self.state_dir = Path(state_dir)
+        # A cache is valid for the same backbone bytes and the same transform and precision.
         keys = ("input_size", "resize_ratio", "precision", "channels_last")
-        self.source = {"checkpoint": str(Path(checkpoint).resolve()), "bytes": stat.st_size,
-                       "mtime_ns": stat.st_mtime_ns, **{k: spec.get(k) for k in keys}}  # fmt: skip
+        self.source = {"backbone": file_digest(checkpoint), "data": data, **{k: spec.get(k) for k in keys}}
 
     def __call__(self, name: str, paths: Sequence[Path]) -> torch.Tensor:
         key = spec_hash({**self.source, "files": [p.name for p in paths]})
@@ -389,13 +391,20 @@ def _validate(spec: dict[str, Any]) -> None:
         )
 
 
-def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Path, state_dir: Path) -> None:
+def run(
+    spec: dict[str, Any],
+    checkpoint: Path,
+    data_root: Path,
+    metrics_out: Path,
+    state_dir: Path,
+    data_checks: Sequence[Path] = (),
+) -> None:
     """Few-shot test accuracies, the lr used and base-class accuracy, written to ``metrics_out``."""
     began = time.time()
     _validate(spec)
     seed_everything(spec["seed"])
     compute = Compute.from_spec(spec)
-    features = FeatureCache(spec, checkpoint, compute, state_dir)
+    features = FeatureCache(spec, checkpoint, compute, state_dir, dataset_digest(data_root, data_checks))
     metrics: dict[str, Any] = {}
     lr = float(spec["lr"])
     if spec["lr_candidates"]:
@@ -415,3 +424,4 @@ def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Pa
     metrics.update(selected_lr=lr, episodes=spec["episodes"], n_way=spec["n_way"], n_query=spec["n_query"])
     metrics.update(run=spec["run"], config_hash=spec_hash(spec), checkpoint=str(checkpoint))
     write_json(metrics_out, {**metrics, "seconds": round(time.time() - began, 1)})
+    clear_state(state_dir)

@@ -47,7 +47,7 @@ from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim
 from goodtransfer.pretrain.augment import normalize
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import epoch_lr
 
 NUM_POINTS = 5
@@ -242,7 +242,14 @@ def predict(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Com
     return np.concatenate(predictions)
 
 
-def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Path, state_dir: Path) -> None:
+def run(
+    spec: dict[str, Any],
+    checkpoint: Path,
+    data_root: Path,
+    metrics_out: Path,
+    state_dir: Path,
+    data_checks: Sequence[Path] = (),
+) -> None:
     """Fine-tune on MAFL ``training.txt``, write the error (%) on ``testing.txt`` to ``metrics_out``."""
     began = time.time()
     _validate(spec)
@@ -256,7 +263,8 @@ def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Pa
     compute = Compute.from_spec(spec)
     backbone, _ = resnet_from_checkpoint(checkpoint)
     model = compute.module(LandmarkRegressor(backbone, size, spec["head_channels"], spec["leaky_slope"]))
-    start, losses = train(model, train_data, spec, compute, ResumeState(state_dir, digest))
+    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
+    start, losses = train(model, train_data, spec, compute, resume)
     error = landmark_error(predict(model, test_data, spec, compute), test_points)
     write_json(
         metrics_out,
@@ -273,3 +281,4 @@ def run(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Pa
             "seconds": round(time.time() - began, 1),
         },
     )
+    resume.clear()

@@ -28,7 +28,7 @@ from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
 from goodtransfer.io import spec_hash, write_json
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, rng_state, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, downstream_key, rng_state, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import build_c4_detector
 
@@ -219,6 +219,7 @@ def finetune_voc(
     detections_out: Path,
     state_dir: Path,
     extra_train: Sequence[tuple[Path, str]] = (),
+    data_checks: Sequence[Path] = (),
 ) -> None:
     """Fine-tune on ``train_splits`` of ``voc_root`` plus ``extra_train`` (root, split) pairs, e.g.
     VOC2012 trainval for the 07+12 protocol; evaluate on ``test_split`` of ``voc_root``."""
@@ -230,13 +231,15 @@ def finetune_voc(
     test_records = load_split(voc_root, spec["test_split"], classes)
     compute = Compute.from_spec(spec)
     model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))
+    roots = ";".join(str(root) for root in dict.fromkeys(root for root, _ in parts))
+    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, roots, data_checks))
     began = time.time()
     start, curve = _train(
         model,
         VocDetectionData(train_records, classes),
         spec,
         compute,
-        ResumeState(state_dir, digest),
+        resume,
         lambda: evaluate(model, test_records, classes, spec, compute)[0],
     )
     metrics, detections = evaluate(model, test_records, classes, spec, compute)
@@ -258,3 +261,4 @@ def finetune_voc(
             "mean_gt_per_image": float(np.mean([len(r.objects) for r in test_records])),
         },
     )
+    resume.clear()
