@@ -44,7 +44,11 @@ def published(tmp_path_factory):
     _run("git", "add", "-A", cwd=lab)
     _run("git", "commit", "-qm", "workflow", cwd=lab)
     trained = snakemake(
-        lab, *(f"results/pretrain/{run}/checkpoint.pt" for run in RUNS), "--configfile", "tiny.yaml"
+        lab,
+        *(f"results/pretrain/{run}/checkpoint.pt" for run in RUNS),
+        *DOWNSTREAM,
+        "--configfile",
+        "tiny.yaml",
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     shared = snakemake(lab, "publish", "--configfile", "tiny.yaml")
@@ -64,6 +68,32 @@ def test_publish_commits_only_dvc_pointers_and_pushes_the_files(published):
     expected = {f"results/pretrain/{run}/{name}" for run in RUNS for name in names}
     assert set(tracked) == expected
     assert any((lab.parent / "remote").rglob("*")), "nothing reached the remote"
+
+
+def test_lab_workspace_after_publish_plans_nothing_and_dvc_status_is_clean(published):
+    lab, _, _, _ = published
+    stamps = {path: path.stat().st_mtime_ns for path in (lab / "results").rglob("*") if path.is_file()}
+    plan = snakemake(lab, *DOWNSTREAM, "-n", "--configfile", "tiny.yaml")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert planned_jobs(plan.stdout) == [], plan.stdout[-3000:]
+    assert "Nothing to be done" in plan.stdout + plan.stderr
+    status = _run("dvc", "status", cwd=lab)
+    assert "up to date" in status, status
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+
+
+def test_clone_with_a_changed_setting_of_a_published_run_fails_naming_the_keys_and_the_ways_out(published):
+    _, clone, _, _ = published
+    overlay = clone / "changed.yaml"
+    overlay.write_text("pretrain:\n  runs:\n    supervised-f: {epochs: 7, lr: 0.5}\n")
+    plan = snakemake(clone, DOWNSTREAM[0], "-n", "--configfile", "tiny.yaml", "changed.yaml")
+    assert plan.returncode != 0
+    output = plan.stdout + plan.stderr
+    checkpoint = "results/pretrain/supervised-f/checkpoint.pt"
+    assert f"pretrain.runs.supervised-f: {checkpoint} is published with DVC ({checkpoint}.dvc)" in output
+    assert "epochs (published 2, config 7)" in output and "lr (published" in output
+    assert f"delete {checkpoint}.dvc" in output and "restore the published settings" in output
+    assert "linear_readout" not in [rule for rule, _ in planned_jobs(plan.stdout)]
 
 
 def test_clone_with_pulled_runs_schedules_downstream_jobs_but_no_pretraining(published):

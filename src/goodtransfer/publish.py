@@ -8,6 +8,7 @@ file itself out of git. The remote is DVC's default one (``.dvc/config``; ``dvc 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -46,7 +47,12 @@ def publish(run_dirs: Sequence[Path], repo: Path = Path(".")) -> list[Path]:
         raise InputError("publish: no finished pretraining runs to publish")
     relative = [str(path) for path in files]
     pointers = [f"{path}.dvc" for path in relative]
+    # `dvc add` puts a fresh copy back in the workspace: restore each file's times, or Snakemake would
+    # take the published checkpoint for a new one and rerun everything downstream of it.
+    times = {path: (os.stat(repo / path).st_atime_ns, os.stat(repo / path).st_mtime_ns) for path in relative}
     _dvc("add", "--quiet", *relative, cwd=repo)
+    for path, stamp in times.items():
+        os.utime(repo / path, ns=stamp)
     _dvc("push", *pointers, cwd=repo)
     return [Path(path) for path in pointers]
 
