@@ -7,6 +7,7 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
+from goodtransfer.data.images import open_rgb
 from goodtransfer.io import InputError
 
 LAYOUT = "<root>/{train,val}/<class folder>/<image>.JPEG (ImageNet after the usual val reorganisation)"
@@ -17,7 +18,7 @@ def image_folder(root: str | Path, split: str, transform: Any) -> ImageFolder:
     if not folder.is_dir():
         raise InputError(f"{folder}: dataset split folder not found; expected the layout {LAYOUT}")
     try:
-        return ImageFolder(str(folder), transform=transform)
+        return ImageFolder(str(folder), transform=transform, loader=open_rgb)  # a bad file names itself
     except (FileNotFoundError, RuntimeError) as err:
         raise InputError(
             f"{folder}: not a class-folder dataset ({err}); expected the layout {LAYOUT}"

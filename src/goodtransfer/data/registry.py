@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from torch.utils.data import Dataset
 
+from goodtransfer.data.images import DEFAULT_SAMPLE, ImageCheck, files_digest, open_rgb
 from goodtransfer.io import InputError
 
 # Kinds whose module follows the check/generate contract.
@@ -32,15 +32,27 @@ def _module(kind: str) -> Any:
     return importlib.import_module(_MODULES[kind])
 
 
-def check(kind: str, root: Path, classes: Sequence[str] | None = None) -> dict[str, Any]:
-    """Verify a dataset in place; a JSON summary (counts per split) or InputError naming what is wrong."""
+def check(
+    kind: str,
+    root: Path,
+    classes: Sequence[str] | None = None,
+    decode: str = "fast",
+    sample: int = DEFAULT_SAMPLE,
+) -> dict[str, Any]:
+    """Verify a dataset in place; a JSON record (counts per split, what the image check did, a digest of
+    the files) or InputError naming what is wrong. ``decode``: ``fast`` decodes ``sample`` images per split
+    and reads every other header, ``full`` decodes every image."""
+    images = ImageCheck(decode, sample)
     if kind in ("imagefolder", "voc"):
         from goodtransfer.data.check import check_dataset
 
-        return check_dataset(kind, root, classes)
-    if not Path(root).is_dir():
+        record = check_dataset(kind, root, classes, images)
+    elif not Path(root).is_dir():
         raise InputError(f"{root}: dataset folder not found; expected the layout {_module(kind).LAYOUT}")
-    return {"kind": kind, "root": str(root), **_module(kind).check(Path(root))}
+    else:
+        record = {"kind": kind, "root": str(root), **_module(kind).check(Path(root), images)}
+    files = files_digest(root)
+    return {**record, "decode": images.record(), "files_digest": files.pop("sha256"), "files": files}
 
 
 def generate(kind: str, root: Path, seed: int, options: Mapping[str, Any]) -> None:
@@ -76,7 +88,7 @@ class LabelledImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = Image.open(self.paths[index]).convert("RGB")
+        image = open_rgb(self.paths[index])
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
