@@ -34,6 +34,10 @@ class Case:
 def goodtransfer(*args: str, cwd: Path | None = None, timeout: int = 300) -> Outcome:
     """``python -m goodtransfer ARGS`` in a child process, as a rule runs it."""
     done = subprocess.run(
-        [sys.executable, "-m", "goodtransfer", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "goodtransfer", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return Outcome(done.returncode, done.stdout + done.stderr)

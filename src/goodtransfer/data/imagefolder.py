@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from torchvision.datasets import ImageFolder
+from typing import TYPE_CHECKING, Any
 
 from goodtransfer.data.images import open_rgb
 from goodtransfer.io import InputError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 LAYOUT = "<root>/{train,val}/<class folder>/<image>.JPEG (ImageNet after the usual val reorganisation)"
 
 
 def image_folder(root: str | Path, split: str, transform: Any) -> ImageFolder:
+    from torchvision.datasets import ImageFolder
+
     folder = Path(root) / split
     if not folder.is_dir():
         raise InputError(f"{folder}: dataset split folder not found; expected the layout {LAYOUT}")

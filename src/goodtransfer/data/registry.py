@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import Dataset
-
-from goodtransfer.data.images import DEFAULT_SAMPLE, ImageCheck, files_digest, open_rgb
+from goodtransfer.data.images import DEFAULT_SAMPLE, ImageCheck, files_digest
 from goodtransfer.io import InputError
+
+if TYPE_CHECKING:  # torch is imported only where images are read for training: checks start fast
+    from torch.utils.data import Dataset
 
 # Kinds whose module follows the check/generate contract.
 _MODULES = {
@@ -77,21 +78,6 @@ def _size(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-class LabelledImages(Dataset):
-    """(image, label) pairs from lists, for pretraining on datasets that are not class folders."""
-
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Callable | None) -> None:
-        self.paths, self.targets, self.transform = list(paths), list(labels), transform
-        self.classes = sorted(set(self.targets))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = open_rgb(self.paths[index])
-        return (self.transform(image) if self.transform else image), self.targets[index]
-
-
 def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dataset:
     """The labelled training images a pretraining run sees: ImageNet-style ``train/``, Mini-ImageNet's
     base-class training part (Table 4), CelebA identities without the MAFL test faces (Table 5), or the
@@ -117,4 +103,6 @@ def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dat
             f"dataset kind {kind!r} cannot be pretrained on; "
             "expected imagefolder, miniimagenet, celeba, coco or cityscapes"
         )
+    from goodtransfer.data.labelled import LabelledImages
+
     return LabelledImages(paths, labels, transform)
