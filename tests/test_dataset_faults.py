@@ -315,3 +315,16 @@ def test_files_digest_follows_links_and_changes_with_any_file(generated, tmp_pat
     before = files_digest(copied)["sha256"]
     (copied / "val" / "extra.txt").write_text("x")
     assert files_digest(copied)["sha256"] != before
+
+
+def test_config_schema_takes_a_decode_mode_per_dataset():
+    import jsonschema
+
+    from goodtransfer.io import read_yaml
+    from tests.workflow import ROOT
+
+    schema = read_yaml(ROOT / "rules" / "schemas" / "config.schema.yaml")["properties"]["datasets"]
+    entry = {"kind": "voc", "root": "data/voc", "generate": False}
+    jsonschema.validate({"voc": {**entry, "check": {"decode": "full", "sample": 4}}}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'quick' is not one of"):
+        jsonschema.validate({"voc": {**entry, "check": {"decode": "quick"}}}, schema)
