@@ -336,6 +336,15 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _message(err: InputError) -> str:
+    """The error's own text; one raised in a DataLoader worker arrives wrapped in the worker's traceback."""
+    text = str(err)
+    if "Original Traceback (most recent call last)" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.removeprefix(f"{InputError.__module__}.{InputError.__name__}: ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -344,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _threads(args.threads)
         args.func(args)
     except InputError as err:
-        print(f"goodtransfer {args.command}: error: {err}", file=sys.stderr)
+        print(f"goodtransfer {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     return 0
 

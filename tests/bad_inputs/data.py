@@ -193,7 +193,7 @@ def _file(relative: str, corrupt: Callable[[Path], None]) -> Callable[[Path], No
 # --------------------------------------------------------------------------------------------------------
 
 
-def _pretrain_case(kind: str, corrupt: Callable[[Path], None]) -> Callable[[Path], Outcome]:
+def _pretrain_case(kind: str, corrupt: Callable[[Path], None], workers: int = 0) -> Callable[[Path], Outcome]:
     def make(folder: Path) -> Outcome:
         from tests.workflow import pretrain_command, tiny_moco_spec
 
@@ -203,7 +203,7 @@ def _pretrain_case(kind: str, corrupt: Callable[[Path], None]) -> Callable[[Path
         if checked.returncode != 0:
             return checked
         out = folder / "pretrain"
-        spec = tiny_moco_spec(data_kind=kind, batch_size=4, lr_reference_batch=4)
+        spec = tiny_moco_spec(data_kind=kind, batch_size=4, lr_reference_batch=4, workers=workers)
         done = subprocess.run(pretrain_command(spec, root, out), capture_output=True, text=True, timeout=300)
         return Outcome(done.returncode, done.stdout + done.stderr, [out / "checkpoint.pt", out / "log.json"])
 
@@ -283,7 +283,7 @@ CASES: list[Case] = [
     Case("data-imagefolder-truncated-reached-in-pretraining",
          _pretrain_case("imagefolder", _truncate_all("train/*/*.JPEG")),
          ("train/n9", "cannot read the image", "expected a complete JPEG or PNG")),
-    Case("data-miniimagenet-truncated-reached-in-pretraining",
-         _pretrain_case("miniimagenet", _truncate_all("images/*.jpg")),
+    Case("data-miniimagenet-truncated-reached-in-pretraining-worker",
+         _pretrain_case("miniimagenet", _truncate_all("images/*.jpg"), workers=1),
          (f"images/{WNID}", "cannot read the image")),
 ]  # fmt: skip
