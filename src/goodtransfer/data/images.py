@@ -137,4 +137,4 @@ def files_digest(root: str | os.PathLike[str]) -> dict[str, Any]:
     digest = hashlib.sha256()
     for relative, size in entries:
         digest.update(f"{relative}\0{size}\n".encode())
-    return {"sha256": digest.hexdigest(), "files": len(entries), "bytes": sum(s for _, s in entries)}
+    return {"sha256": digest.hexdigest(), "count": len(entries), "bytes": sum(s for _, s in entries)}
