@@ -161,8 +161,9 @@ def track_commands():
         ):
             continue
         classes = " ".join(entry.get("classes", []))
+        decode = entry.get("check", {}).get("decode", "fast")
         commands.append(
-            f"python -m goodtransfer track-dataset --kind {entry['kind']} --root {root}"
+            f"python -m goodtransfer track-dataset --kind {entry['kind']} --root {root} --decode {decode}"
             + (f" --classes {classes}" if classes else "")
         )
     if not commands:

@@ -64,9 +64,12 @@ rule check_dataset:
         root=lambda w: dataset_root(w.dataset),
         kind=lambda w: gtc.dataset_of(config, w.dataset)["kind"],
         classes=lambda w: " ".join(gtc.dataset_of(config, w.dataset).get("classes", [])),
+        decode=lambda w: gtc.dataset_of(config, w.dataset).get("check", {}).get("decode", "fast"),
+        sample=lambda w: gtc.dataset_of(config, w.dataset).get("check", {}).get("sample", 32),
     shell:
         "python -m goodtransfer check-dataset --kind {params.kind} --root {params.root}"
-        " --classes {params.classes} --out {output} 2> {log}"
+        " --classes {params.classes} --decode {params.decode:q} --decode-sample {params.sample:q}"
+        " --out {output} 2> {log}"
 
 
 # `snakemake track_datasets`: check every real dataset inside the repository in place and `dvc add` it.

@@ -63,7 +63,7 @@ def _transfer(args: argparse.Namespace) -> None:
 def _check_dataset(args: argparse.Namespace) -> None:
     from goodtransfer.data.registry import check
 
-    write_json(args.out, check(args.kind, args.root, args.classes or None))
+    write_json(args.out, check(args.kind, args.root, args.classes or None, args.decode, args.decode_sample))
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -101,7 +101,7 @@ def _track_dataset(args: argparse.Namespace) -> None:
     from goodtransfer.data.registry import check
     from goodtransfer.publish import track
 
-    summary = check(args.kind, args.root, args.classes or None)
+    summary = check(args.kind, args.root, args.classes or None, args.decode, args.decode_sample)
     pointer = track(args.root)
     print(f"checked {args.root} ({json.dumps(summary)}); commit {pointer} with git", file=sys.stderr)
 
@@ -183,6 +183,18 @@ def _spec(args: argparse.Namespace) -> None:
     print(json.dumps(spec, sort_keys=True))
 
 
+def _decode_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--decode",
+        choices=("fast", "full"),
+        default="fast",
+        help="fast: read every image header and decode a sample per split; full: decode every image",
+    )
+    command.add_argument(
+        "--decode-sample", type=int, default=32, metavar="N", help="images decoded per split in fast mode"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="goodtransfer", description=__doc__)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch")
@@ -227,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--root", type=Path, required=True)
     check.add_argument("--classes", nargs="*", default=None)
     check.add_argument("--out", type=Path, required=True)
+    _decode_options(check)
     check.set_defaults(func=_check_dataset)
     generate = sub.add_parser("generate", help="write a generated stand-in dataset in its real format")
     generate.add_argument("--kind", required=True, help="a dataset kind: imagefolder, voc, coco, ...")
@@ -263,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--kind", required=True)
     track.add_argument("--root", type=Path, required=True)
     track.add_argument("--classes", nargs="*", default=None)
+    _decode_options(track)
     track.set_defaults(func=_track_dataset)
     share = sub.add_parser("publish", help="dvc add + dvc push finished pretraining runs")
     share.add_argument("runs", type=Path, nargs="+", help="run folders, e.g. results/pretrain/mocov2-f")
@@ -332,6 +346,15 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _message(err: InputError) -> str:
+    """The error's own text; one raised in a DataLoader worker arrives wrapped in the worker's traceback."""
+    text = str(err)
+    if "Original Traceback (most recent call last)" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.removeprefix(f"{InputError.__module__}.{InputError.__name__}: ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -340,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _threads(args.threads)
         args.func(args)
     except InputError as err:
-        print(f"goodtransfer {args.command}: error: {err}", file=sys.stderr)
+        print(f"goodtransfer {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     return 0
 

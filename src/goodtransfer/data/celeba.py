@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from goodtransfer.data.images import ImageCheck
 from goodtransfer.data.synthetic import JPEG_QUALITY, background, building_directory
 from goodtransfer.io import InputError, write_text
 
@@ -176,13 +177,17 @@ def labelled_images(
     return [root / IMAGE_DIR / n for n in names], [label[ids[n]] for n in names]
 
 
-def check(root: str | os.PathLike[str]) -> dict:
-    """Verify the layout in place; return counts. Raises InputError naming the first problem."""
+def check(root: str | os.PathLike[str], images: ImageCheck | None = None) -> dict:
+    """Verify the layout in place, every listed image readable; return counts. Raises InputError naming
+    the first problem."""
     root = Path(root)
+    images = images or ImageCheck()
     for relative in (IMAGE_DIR, LANDMARKS_FILE, IDENTITY_FILE, PARTITION_FILE, *MAFL_FILES.values()):
         if not (root / relative).exists():
             raise InputError(f"{root / relative}: missing; expected the CelebA layout {LAYOUT}")
     points, ids, part = landmarks(root), identities(root), eval_partition(root)
+    if not points:
+        raise InputError(f"{root / LANDMARKS_FILE}: lists no images; expected '<file> x1 y1 ... x5 y5' lines")
     for path, table in ((root / IDENTITY_FILE, ids), (root / PARTITION_FILE, part)):
         missing = sorted(set(points) ^ set(table))
         if missing:
@@ -192,6 +197,7 @@ def check(root: str | os.PathLike[str]) -> dict:
     absent = [name for name in sorted(points) if name not in present]
     if absent:
         raise InputError(f"{root / IMAGE_DIR / absent[0]}: missing ({len(absent)} listed images are absent)")
+    images.split([root / IMAGE_DIR / name for name in sorted(points)], exif_transpose=False)
     mafl = {split: mafl_split(root, split) for split in MAFL_FILES}
     for split in MAFL_FILES:
         mafl_samples(root, split, points)

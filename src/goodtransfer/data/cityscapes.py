@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from goodtransfer.data.images import ImageCheck
 from goodtransfer.data.synthetic import (
     MAX_IMAGE_SIDE,
     MIN_IMAGE_SIDE,
@@ -123,18 +124,21 @@ def load_split(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def check(root: Path) -> dict[str, Any]:
-    """Verify both splits in place (every image has a label of the same size); counts per split."""
+def check(root: Path, images: ImageCheck | None = None) -> dict[str, Any]:
+    """Verify both splits in place (every image and label readable, of the same size); counts per split."""
     root = Path(root)
+    images = images or ImageCheck()
     if not root.is_dir():
         raise InputError(f"{root}: dataset folder not found; expected {LAYOUT}")
     summary: dict[str, Any] = {}
     for split in SPLITS:
         pairs = load_split(root, split)
-        for image, label in pairs:
-            with Image.open(image) as a, Image.open(label) as b:  # headers only: cheap on the real data
-                if a.size != b.size:
-                    raise InputError(f"{label}: size {b.size} differs from its image {image} ({a.size})")
+        # The loaders ignore EXIF orientation here (PNG label maps have none), so the check does too.
+        sizes = images.split([image for image, _ in pairs], exif_transpose=False)
+        images.split(
+            [label for _, label in pairs], sizes, [f"the image {image}" for image, _ in pairs],
+            exif_transpose=False,
+        )  # fmt: skip
         summary[split] = {"images": len(pairs), "cities": len({image.parent.name for image, _ in pairs})}
     return summary
 

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from goodtransfer.data.images import ImageCheck
 from goodtransfer.data.synthetic import (
     JPEG_QUALITY,
     KINDS,
@@ -182,12 +183,14 @@ def labelled_images(
     return base_class_split(root, held_out_fraction, seed)[part]
 
 
-def check(root: str | Path) -> dict[str, dict[str, int]]:
-    """Verify the layout in place: three csvs, disjoint classes, every listed image present."""
+def check(root: str | Path, images: ImageCheck | None = None) -> dict[str, dict[str, int]]:
+    """Verify the layout in place: three csvs, disjoint classes, every listed image present and readable."""
     root = Path(root)
+    images = images or ImageCheck()
     summary: dict[str, dict[str, int]] = {}
     for split, rows in _read_all(root).items():
         _require_images(root, split, rows)
+        images.split([root / "images" / row.filename for row in rows], exif_transpose=False)
         counts: dict[str, int] = {}
         for row in rows:
             counts[row.wnid] = counts.get(row.wnid, 0) + 1

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-from torch.utils.data import Dataset
-
+from goodtransfer.data.images import DEFAULT_SAMPLE, ImageCheck, files_digest
 from goodtransfer.io import InputError
+
+if TYPE_CHECKING:  # torch is imported only where images are read for training: checks start fast
+    from torch.utils.data import Dataset
 
 # Kinds whose module follows the check/generate contract.
 _MODULES = {
@@ -32,15 +33,27 @@ def _module(kind: str) -> Any:
     return importlib.import_module(_MODULES[kind])
 
 
-def check(kind: str, root: Path, classes: Sequence[str] | None = None) -> dict[str, Any]:
-    """Verify a dataset in place; a JSON summary (counts per split) or InputError naming what is wrong."""
+def check(
+    kind: str,
+    root: Path,
+    classes: Sequence[str] | None = None,
+    decode: str = "fast",
+    sample: int = DEFAULT_SAMPLE,
+) -> dict[str, Any]:
+    """Verify a dataset in place; a JSON record (counts per split, what the image check did, a digest of
+    the files) or InputError naming what is wrong. ``decode``: ``fast`` decodes ``sample`` images per split
+    and reads every other header, ``full`` decodes every image."""
+    images = ImageCheck(decode, sample)
     if kind in ("imagefolder", "voc"):
         from goodtransfer.data.check import check_dataset
 
-        return check_dataset(kind, root, classes)
-    if not Path(root).is_dir():
+        record = check_dataset(kind, root, classes, images)
+    elif not Path(root).is_dir():
         raise InputError(f"{root}: dataset folder not found; expected the layout {_module(kind).LAYOUT}")
-    return {"kind": kind, "root": str(root), **_module(kind).check(Path(root))}
+    else:
+        record = {"kind": kind, "root": str(root), **_module(kind).check(Path(root), images)}
+    files = files_digest(root)
+    return {**record, "decode": images.record(), "files_digest": files.pop("sha256"), "files": files}
 
 
 def generate(kind: str, root: Path, seed: int, options: Mapping[str, Any]) -> None:
@@ -63,21 +76,6 @@ def generate(kind: str, root: Path, seed: int, options: Mapping[str, Any]) -> No
 
 def _size(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
-
-
-class LabelledImages(Dataset):
-    """(image, label) pairs from lists, for pretraining on datasets that are not class folders."""
-
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Callable | None) -> None:
-        self.paths, self.targets, self.transform = list(paths), list(labels), transform
-        self.classes = sorted(set(self.targets))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = Image.open(self.paths[index]).convert("RGB")
-        return (self.transform(image) if self.transform else image), self.targets[index]
 
 
 def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dataset:
@@ -105,4 +103,6 @@ def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dat
             f"dataset kind {kind!r} cannot be pretrained on; "
             "expected imagefolder, miniimagenet, celeba, coco or cityscapes"
         )
+    from goodtransfer.data.labelled import LabelledImages
+
     return LabelledImages(paths, labels, transform)

@@ -103,7 +103,31 @@ def _int(elem: ET.Element, tag: str, where: str, xml_path: Path, default: int | 
         raise InputError(f"{xml_path}: {where}<{tag}> is {text!r}; expected an integer") from None
 
 
-def _parse_object(obj: ET.Element, index: int, xml_path: Path, classes: Sequence[str] | None) -> VocObject:
+def _check_box(box: tuple[int, int, int, int], size: tuple[int, int], where: str, xml_path: Path) -> None:
+    """Reject only boxes that are certainly wrong: empty or inverted, or more than 1 px outside ``<size>``.
+
+    Inclusive 1-based pixels: xmax == xmin is a 1 px wide box and the image spans 1..W. Boxes touching
+    the border (and 0 or W+1, one pixel beyond) are kept: detectron2 and the VOC devkit accept them."""
+    xmin, ymin, xmax, ymax = box
+    width, height = size
+    for low, high, axis in ((xmin, xmax, "x"), (ymin, ymax, "y")):
+        if high < low:
+            extent = "zero" if high == low - 1 else "negative"
+            side = "width" if axis == "x" else "height"
+            raise InputError(
+                f"{xml_path}: {where} has {axis}max {high} < {axis}min {low} ({extent} {side}); "
+                f"expected {axis}min <= {axis}max (1-based, inclusive pixels)"
+            )
+    if xmin < 0 or ymin < 0 or xmax > width + 1 or ymax > height + 1:
+        raise InputError(
+            f"{xml_path}: {where} is ({xmin}, {ymin}, {xmax}, {ymax}), outside the image <size> "
+            f"{width}x{height}; expected 1 <= xmin <= xmax <= {width} and 1 <= ymin <= ymax <= {height}"
+        )
+
+
+def _parse_object(
+    obj: ET.Element, index: int, xml_path: Path, classes: Sequence[str] | None, size: tuple[int, int]
+) -> VocObject:
     where = f"<object>[{index}]/"
     name = _text(obj, "name", where, xml_path)
     if classes is not None and name not in classes:
@@ -112,6 +136,7 @@ def _parse_object(obj: ET.Element, index: int, xml_path: Path, classes: Sequence
     if bndbox is None:
         raise InputError(f"{xml_path}: {where}<bndbox> is missing")
     xmin, ymin, xmax, ymax = (_int(bndbox, field, f"{where}<bndbox>/", xml_path) for field in _BOX_FIELDS)
+    _check_box((xmin, ymin, xmax, ymax), size, f"{where}<bndbox> ({name})", xml_path)
     # Missing flags mean 0: real VOC2007 always has them, hand-made annotations often do not.
     difficult = _int(obj, "difficult", where, xml_path, default=0)
     truncated = _int(obj, "truncated", where, xml_path, default=0)
@@ -135,7 +160,8 @@ def parse_annotation(
     if width <= 0 or height <= 0:
         raise InputError(f"{xml_path}: <size> is {width}x{height}; expected positive width and height")
     objects = tuple(
-        _parse_object(obj, i, xml_path, classes) for i, obj in enumerate(tree.getroot().findall("object"))
+        _parse_object(obj, i, xml_path, classes, (width, height))
+        for i, obj in enumerate(tree.getroot().findall("object"))
     )
     return VocRecord(image_id, image_path, width, height, objects)
 
@@ -143,14 +169,19 @@ def parse_annotation(
 def load_split(root: str | Path, split: str, classes: Sequence[str] | None = None) -> list[VocRecord]:
     """Read ``ImageSets/Main/{split}.txt`` under a VOC year folder and parse every listed annotation."""
     root = Path(root)
+    split_path = root / "ImageSets" / "Main" / f"{split}.txt"
     records = []
     for image_id in _read_split_ids(root, split):
         xml_path = root / "Annotations" / f"{image_id}.xml"
         image_path = root / "JPEGImages" / f"{image_id}.jpg"
         for needed in (xml_path, image_path):
             if not needed.is_file():
-                raise InputError(f"{needed}: missing; {_layout_hint(root)}")
+                raise InputError(
+                    f"{needed}: missing; {_layout_hint(root)} (id {image_id} is in {split_path})"
+                )
         records.append(parse_annotation(xml_path, image_id, image_path, classes))
+    if not records:
+        raise InputError(f"{split_path}: lists no image ids; expected one image id per line")
     return records
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -47,6 +46,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
+from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.coco import evaluate_coco
 from goodtransfer.io import InputError, spec_hash, write_json, write_text
@@ -233,8 +233,7 @@ class CocoInstanceData(Dataset):
     def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, dict[str, Any], int]:
         position, flip = item
         record = self.records[position]
-        with Image.open(record.image_path) as raw:
-            image = ImageOps.exif_transpose(raw).convert("RGB")  # detectron2 applies the EXIF orientation
+        image = open_rgb(record.image_path, exif_transpose=True)  # detectron2 applies the EXIF orientation
         if image.size != (record.width, record.height):
             raise InputError(
                 f"{record.image_path}: image is {image.size[0]}x{image.size[1]}; the annotation file says "

@@ -50,6 +50,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import infer_arch, resnet_from_checkpoint
 from goodtransfer.data.cityscapes import IGNORE, load_split, read_train_ids
+from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationEvaluator
 from goodtransfer.io import InputError, spec_hash, write_json
@@ -256,8 +257,7 @@ class CityscapesData(Dataset):
 
     def _load(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[position]
-        with Image.open(image_path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        pixels = np.asarray(open_rgb(image_path))
         label = read_train_ids(label_path)
         if label.shape != pixels.shape[:2]:
             raise InputError(f"{label_path}: size {label.shape} differs from {image_path} {pixels.shape[:2]}")

@@ -53,13 +53,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from goodtransfer.checkpoint import load_torch, save_torch
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.data.images import open_rgb
 from goodtransfer.data.miniimagenet import base_class_split, load_split
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.fewshot import mean_and_ci95
@@ -102,8 +102,7 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert("RGB"))
+        return self.transform(open_rgb(self.paths[index]))
 
 
 class FeatureCache:

@@ -41,6 +41,7 @@ from torchvision.models.resnet import ResNet
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.celeba import landmarks, mafl_samples
+from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.landmarks import landmark_error
 from goodtransfer.io import InputError, spec_hash, write_json
@@ -96,8 +97,7 @@ class MaflData(Dataset):
 
     def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, flip = item
-        with Image.open(self.paths[index]) as file:
-            image = file.convert("RGB")
+        image = open_rgb(self.paths[index])
         width, height = image.size
         units = to_unit(self.points[index], (width, height))
         if (height, width) != self.size:

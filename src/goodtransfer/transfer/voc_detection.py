@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.data.images import open_rgb
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
-from goodtransfer.io import spec_hash, write_json
+from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, rng_state, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
@@ -47,7 +47,14 @@ class VocDetectionData(Dataset):
     def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
         position, flip = item
         record = self.records[position]
-        image = pil_to_tensor(Image.open(record.image_path).convert("RGB")).float().div_(255)
+        upright = open_rgb(record.image_path, exif_transpose=True)  # as detectron2 and the COCO loader do
+        if upright.size != (record.width, record.height):
+            xml_path = record.image_path.parent.parent / "Annotations" / f"{record.image_id}.xml"
+            raise InputError(
+                f"{xml_path}: <size> is {record.width}x{record.height}; the image {record.image_path} is "
+                f"{upright.size[0]}x{upright.size[1]} after its EXIF orientation; expected them to agree"
+            )
+        image = pil_to_tensor(upright).float().div_(255)
         boxes = torch.tensor([to_model_box(o.bbox) for o in record.objects], dtype=torch.float32).reshape(
             -1, 4
         )
