@@ -3,6 +3,7 @@ epoch boundaries, outputs written atomically by rank 0 only."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -179,6 +180,8 @@ def pretrain(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], list(state["history"])
         print(f"[pretrain] resuming {spec['run']} from epoch {start_epoch}", file=sys.stderr)
+    elif ddp.rank() == 0:  # a fresh start: backbones kept by an earlier run are not this run's
+        shutil.rmtree(Path(out).parent / "epochs", ignore_errors=True)
     progress = _progress(spec, data_root, method.two_views, start_epoch)
     for epoch in range(start_epoch, spec["epochs"]):
         # Reseeded per (seed, rank, epoch): a resumed epoch draws what it would have drawn, and no
