@@ -1,6 +1,10 @@
 # goodtransfer: Zhao et al., "What Makes Instance Discrimination Good for Transfer Learning?" (ICLR 2021).
 # Every paper table is a target; the report paper/build/report.pdf is the root of the DAG.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from goodtransfer.config_check import check_config
+from goodtransfer.io import InputError
 
 min_version("9.0")
 
@@ -9,6 +13,12 @@ configfile: "config.yaml"
 
 
 validate(config, "rules/schemas/config.schema.yaml")
+# Beyond the schema: every name and cross-reference, and the numbers a job would trip on hours later.
+# The message names the key; the checker's frames would only hide it.
+try:
+    check_config(config)
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 
 
 report: "paper/report/workflow.rst"
