@@ -24,9 +24,10 @@ except InputError as err:
 report: "paper/report/workflow.rst"
 
 
-# A run name is one path component; a downstream run's seed is a number (results/<protocol>/<run>/seed<N>).
+# A run name is one path component (config_check.NAME, or run@epN for a kept backbone); a downstream run's
+# seed is a number (results/<protocol>/<run>/seed<N>).
 wildcard_constraints:
-    run="[^/]+",
+    run="[A-Za-z0-9_+-][A-Za-z0-9._+-]*(@ep[0-9]+)?",
     seed="[0-9]+",
 
 

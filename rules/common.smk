@@ -2,6 +2,7 @@
 # jobs it affects), software environments and paths.
 import json
 import re
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -52,7 +53,10 @@ def detection_checks(protocol):
 
 def extra_train_args(protocol):
     pairs = gtc.extra_train_sets(config, protocol)
-    return " ".join(f"--extra-train {root} {split}" for root, split in pairs)
+    return " ".join(
+        f"--extra-train {shlex.quote(root)} {shlex.quote(split)}"
+        for root, split in pairs
+    )
 
 
 def pretrain_dataset(run):
@@ -60,8 +64,9 @@ def pretrain_dataset(run):
 
 
 def pretrain_input(run):
-    """An imported run depends on its source file; a trained one on its dataset's check; a published one
-    (its checkpoint tracked by DVC, e.g. after `git clone` + `dvc pull`) on nothing: it is not retrained.
+    """An imported run depends on its source file; a trained one on its dataset's check (and init_from);
+    a published one (its checkpoint tracked by DVC, e.g. after `git clone` + `dvc pull`) on nothing: it is
+    not retrained.
     """
     trained = Path(checkpoint_of(run))
     if Path(f"{trained}.dvc").is_file():
@@ -72,11 +77,10 @@ def pretrain_input(run):
             )
         return []
     spec = gtc.pretrain_spec(config, run)
-    return (
-        spec["import_from"]
-        if spec.get("import_from")
-        else dataset_check(spec["dataset"])
-    )
+    if spec.get("import_from"):
+        return [spec["import_from"]]
+    # A task run's init_from backbone is an input too: made by its rule, or there before the run starts.
+    return [dataset_check(spec["dataset"]), *filter(None, [spec.get("init_from")])]
 
 
 EPOCH_RUN = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
@@ -134,14 +138,14 @@ def generated_dataset(wildcards):
 
 def derive_args(name):
     derive = gtc.dataset_of(config, name)["derive"]
-    args = [f"--seed {config['seed']}"]
+    args = ["--seed", config["seed"]]
     if derive.get("classes_file"):
-        args.append(f"--classes-file {derive['classes_file']}")
+        args += ["--classes-file", derive["classes_file"]]
     if derive.get("classes"):
-        args.append("--classes " + " ".join(derive["classes"]))
+        args += ["--classes", *derive["classes"]]
     if derive.get("fraction") is not None:
-        args.append(f"--fraction {derive['fraction']}")
-    return " ".join(args)
+        args += ["--fraction", derive["fraction"]]
+    return shlex.join(map(str, args))
 
 
 def track_commands():
@@ -156,11 +160,9 @@ def track_commands():
             or ".." in root.parts
         ):
             continue
-        classes = " ".join(entry.get("classes", []))
-        commands.append(
-            f"python -m goodtransfer track-dataset --kind {entry['kind']} --root {root}"
-            + (f" --classes {classes}" if classes else "")
-        )
+        words = ["--kind", entry["kind"], "--root", str(root)]
+        words += ["--classes", *entry["classes"]] if entry.get("classes") else []
+        commands.append("python -m goodtransfer track-dataset " + shlex.join(words))
     if not commands:
         raise WorkflowError(
             "track_datasets: no real dataset inside the repository; DVC tracks folders in the repository "
