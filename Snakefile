@@ -1,6 +1,10 @@
 # goodtransfer: Zhao et al., "What Makes Instance Discrimination Good for Transfer Learning?" (ICLR 2021).
 # Every paper table is a target; the report paper/build/report.pdf is the root of the DAG.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from goodtransfer.config_check import check_config
+from goodtransfer.io import InputError
 
 min_version("9.0")
 
@@ -9,14 +13,21 @@ configfile: "config.yaml"
 
 
 validate(config, "rules/schemas/config.schema.yaml")
+# Beyond the schema: every name and cross-reference, and the numbers a job would trip on hours later.
+# The message names the key; the checker's frames would only hide it.
+try:
+    check_config(config)
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 
 
 report: "paper/report/workflow.rst"
 
 
-# A run name is one path component; a downstream run's seed is a number (results/<protocol>/<run>/seed<N>).
+# A run name is one path component (config_check.NAME, or run@epN for a kept backbone); a downstream run's
+# seed is a number (results/<protocol>/<run>/seed<N>).
 wildcard_constraints:
-    run="[^/]+",
+    run="[A-Za-z0-9_+-][A-Za-z0-9._+-]*(@ep[0-9]+)?",
     seed="[0-9]+",
 
 

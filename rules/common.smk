@@ -2,6 +2,7 @@
 # jobs it affects), software environments and paths.
 import json
 import re
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -53,7 +54,10 @@ def detection_checks(protocol):
 
 def extra_train_args(protocol):
     pairs = gtc.extra_train_sets(config, protocol)
-    return " ".join(f"--extra-train {root} {split}" for root, split in pairs)
+    return " ".join(
+        f"--extra-train {shlex.quote(root)} {shlex.quote(split)}"
+        for root, split in pairs
+    )
 
 
 def pretrain_dataset(run):
@@ -138,14 +142,14 @@ def generated_dataset(wildcards):
 
 def derive_args(name):
     derive = gtc.dataset_of(config, name)["derive"]
-    args = [f"--seed {config['seed']}"]
+    args = ["--seed", config["seed"]]
     if derive.get("classes_file"):
-        args.append(f"--classes-file {derive['classes_file']}")
+        args += ["--classes-file", derive["classes_file"]]
     if derive.get("classes"):
-        args.append("--classes " + " ".join(derive["classes"]))
+        args += ["--classes", *derive["classes"]]
     if derive.get("fraction") is not None:
-        args.append(f"--fraction {derive['fraction']}")
-    return " ".join(args)
+        args += ["--fraction", derive["fraction"]]
+    return shlex.join(map(str, args))
 
 
 def track_commands():
@@ -160,12 +164,10 @@ def track_commands():
             or ".." in root.parts
         ):
             continue
-        classes = " ".join(entry.get("classes", []))
         decode = entry.get("check", {}).get("decode", "fast")
-        commands.append(
-            f"python -m goodtransfer track-dataset --kind {entry['kind']} --root {root} --decode {decode}"
-            + (f" --classes {classes}" if classes else "")
-        )
+        words = ["--kind", entry["kind"], "--root", str(root), "--decode", decode]
+        words += ["--classes", *entry["classes"]] if entry.get("classes") else []
+        commands.append("python -m goodtransfer track-dataset " + shlex.join(words))
     if not commands:
         raise WorkflowError(
             "track_datasets: no real dataset inside the repository; DVC tracks folders in the repository "

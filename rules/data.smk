@@ -21,8 +21,8 @@ for _name, _entry in config["datasets"].items():
                 options=generator_options(_name),
                 seed=generator_seed(_name),
             shell:
-                "python -m goodtransfer generate --kind {params.kind} --root {output} --seed {params.seed}"
-                " --options {params.options:q} 2> {log}"
+                "python -m goodtransfer generate --kind {params.kind:q} --root {output:q} --seed {params.seed}"
+                " --options {params.options:q} 2> {log:q}"
 
 
 # ImageNet subsets (Table 2): trees of links into the source dataset, made after it passed its check.
@@ -46,7 +46,7 @@ for _name, _entry in config["datasets"].items():
                 source=dataset_root(_entry["derive"]["from"]),
                 args=derive_args(_name),
             shell:
-                "python -m goodtransfer derive-subset --source {params.source} --out {output} {params.args} 2> {log}"
+                "python -m goodtransfer derive-subset --source {params.source:q} --out {output:q} {params.args} 2> {log:q}"
 
 
 rule check_dataset:
@@ -63,13 +63,13 @@ rule check_dataset:
     params:
         root=lambda w: dataset_root(w.dataset),
         kind=lambda w: gtc.dataset_of(config, w.dataset)["kind"],
-        classes=lambda w: " ".join(gtc.dataset_of(config, w.dataset).get("classes", [])),
+        classes=lambda w: gtc.dataset_of(config, w.dataset).get("classes", []),
         decode=lambda w: gtc.dataset_of(config, w.dataset).get("check", {}).get("decode", "fast"),
         sample=lambda w: gtc.dataset_of(config, w.dataset).get("check", {}).get("sample", 32),
     shell:
-        "python -m goodtransfer check-dataset --kind {params.kind} --root {params.root}"
-        " --classes {params.classes} --decode {params.decode:q} --decode-sample {params.sample:q}"
-        " --out {output} 2> {log}"
+        "python -m goodtransfer check-dataset --kind {params.kind:q} --root {params.root:q}"
+        " --classes {params.classes:q} --decode {params.decode:q} --decode-sample {params.sample:q}"
+        " --out {output:q} 2> {log:q}"
 
 
 # `snakemake track_datasets`: check every real dataset inside the repository in place and `dvc add` it.
@@ -87,4 +87,4 @@ rule track_datasets:
     params:
         commands=lambda w: track_commands(),
     shell:
-        "({params.commands}) 2> {log}"
+        "({params.commands}) 2> {log:q}"

@@ -21,8 +21,8 @@ rule fp_analysis:
         split=lambda w: detection_entry(w.protocol)["test_split"],
         options=lambda w: spec_json(fp_analysis_options(w.protocol)),
     shell:
-        "python -m goodtransfer fp-analysis --detections {input.detections} --voc-root {params.root}"
-        " --split {params.split} --options {params.options:q} --out {output} 2> {log}"
+        "python -m goodtransfer fp-analysis --detections {input.detections:q} --voc-root {params.root:q}"
+        " --split {params.split:q} --options {params.options:q} --out {output:q} 2> {log:q}"
 
 
 for _figure, _entry in config.get("figures", {}).items():
@@ -51,8 +51,8 @@ for _figure, _entry in config.get("figures", {}).items():
             name=_figure,
             spec=spec_json(_entry),
         shell:
-            "python -m goodtransfer figure --name {params.name} --spec {params.spec:q} --analyses {input}"
-            " --out-pdf {output.pdf} --out-json {output.record} 2> {log}"
+            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q} --analyses {input:q}"
+            " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 
 # Figures 2 and 6: deep-image-prior inversion of res5 features, one reconstruction per run and image.
@@ -87,9 +87,9 @@ for _figure, _entry in config.get("figures", {}).items():
             root=dataset_root(_entry["images"]["dataset"]),
             work_dir=f"results/inversion/{_figure}",
         shell:
-            "python -m goodtransfer --threads {threads} figure --name {params.name} --spec {params.spec:q}"
-            " --checkpoints {input.checkpoints} --data {params.root} --work-dir {params.work_dir}"
-            " --out-pdf {output.pdf} --out-json {output.record} 2> {log}"
+            "python -m goodtransfer --threads {threads} figure --name {params.name:q} --spec {params.spec:q}"
+            " --checkpoints {input.checkpoints:q} --data {params.root:q} --work-dir {params.work_dir:q}"
+            " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 
 # The embedded default's stand-in for LPIPS's ImageNet-trained network (nothing is downloaded).
@@ -105,7 +105,7 @@ rule random_lpips_network:
     params:
         seed=config["seed"],
     shell:
-        "python -m goodtransfer random-network --net {wildcards.net} --seed {params.seed} --out {output} 2> {log}"
+        "python -m goodtransfer random-network --net {wildcards.net:q} --seed {params.seed} --out {output:q} 2> {log:q}"
 
 
 # Figure 4: VOC07 AP against pretraining epoch (backbones kept every `keep_every` epochs) and against
@@ -140,6 +140,6 @@ for _figure, _entry in config.get("figures", {}).items():
             epochs=spec_json(_epochs),
             curves=spec_json(_curves),
         shell:
-            "python -m goodtransfer figure --name {params.name} --spec {params.spec:q}"
+            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q}"
             " --epoch-metrics {params.epochs:q} --curve-metrics {params.curves:q}"
-            " --out-pdf {output.pdf} --out-json {output.record} 2> {log}"
+            " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"

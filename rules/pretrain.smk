@@ -31,9 +31,9 @@ rule pretrain:
             threads, int(resources.get("gpu", 0))
         ),
     shell:
-        "{params.launcher} -m goodtransfer --threads {params.threads} pretrain --spec {params.spec:q} --data {params.root}"
-        " --out {output.checkpoint} --state-dir {params.state_dir} --train-log {output.log_json}"
-        " --data-check {input.data} 2> {log}"
+        "{params.launcher} -m goodtransfer --threads {params.threads} pretrain --spec {params.spec:q} --data {params.root:q}"
+        " --out {output.checkpoint:q} --state-dir {params.state_dir:q} --train-log {output.log_json:q}"
+        " --data-check {input.data:q} 2> {log:q}"
 
 
 rule pretraining:
@@ -53,4 +53,4 @@ rule fetch_released_checkpoint:
     params:
         url=lambda w: released_url(w.name, "paper/reference/released_checkpoints.yaml"),
     shell:
-        "python -m goodtransfer fetch --url {params.url} --out {output} 2> {log}"
+        "python -m goodtransfer fetch --url {params.url:q} --out {output:q} 2> {log:q}"

@@ -17,6 +17,6 @@ rule publish:
     container:
         PYTHON_CONTAINER
     params:
-        runs=lambda w, input: " ".join(str(Path(path).parent) for path in input[::2]),
+        runs=lambda w, input: [str(Path(path).parent) for path in input[::2]],
     shell:
-        "python -m goodtransfer publish {params.runs} 2> {log}"
+        "python -m goodtransfer publish {params.runs:q} 2> {log:q}"

@@ -23,12 +23,12 @@ rule table_json:
         metrics=lambda w: spec_json(table_metrics(w.table)),
         note=config["report"]["scale_note"],
         band=lambda w: (
-            "" if table_band(w.table) is None else f"--band {table_band(w.table)}"
+            [] if table_band(w.table) is None else ["--band", table_band(w.table)]
         ),
     shell:
-        "python -m goodtransfer table --name {wildcards.table} --declaration {params.declaration:q}"
-        " --metrics {params.metrics:q} --reference {input.reference} --note {params.note:q} {params.band}"
-        " --out {output} 2> {log}"
+        "python -m goodtransfer table --name {wildcards.table:q} --declaration {params.declaration:q}"
+        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.band:q}"
+        " --out {output:q} 2> {log:q}"
 
 
 rule table_tex:
@@ -44,8 +44,8 @@ rule table_tex:
     container:
         REPORT_CONTAINER
     shell:
-        "python -m goodtransfer.report.render table --table-json {input.table} --templates paper"
-        " --out-tex {output} 2> {log}"
+        "python -m goodtransfer.report.render table --table-json {input.table:q} --templates paper"
+        " --out-tex {output:q} 2> {log:q}"
 
 
 for _table in config["tables"]:
@@ -73,8 +73,8 @@ rule report_context:
         config=spec_json(config),
         scale_note=config["report"]["scale_note"],
     shell:
-        "python -m goodtransfer report-context --tables {input} --config {params.config:q}"
-        " --scale-note {params.scale_note:q} --out {output} 2> {log}"
+        "python -m goodtransfer report-context --tables {input:q} --config {params.config:q}"
+        " --scale-note {params.scale_note:q} --out {output:q} 2> {log:q}"
 
 
 rule report:
@@ -97,5 +97,5 @@ rule report:
     container:
         REPORT_CONTAINER
     shell:
-        "python -m goodtransfer.report.render report --tables {input.tables} --context {input.context}"
-        " --figures {input.figures} --templates paper --out-tex {output.tex} --out-pdf {output.pdf} 2> {log}"
+        "python -m goodtransfer.report.render report --tables {input.tables:q} --context {input.context:q}"
+        " --figures {input.figures:q} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"

@@ -22,8 +22,8 @@ rule linear_readout:
         spec=lambda w: spec_json(gtc.linear_spec(config, w.run, w.seed)),
         root=lambda w: dataset_root(config["linear"]["dataset"]),
     shell:
-        "python -m goodtransfer --threads {threads} linear --spec {params.spec:q} --checkpoint {params.checkpoint}"
-        " --data {params.root} --metrics {output.metrics} 2> {log}"
+        "python -m goodtransfer --threads {threads} linear --spec {params.spec:q} --checkpoint {params.checkpoint:q}"
+        " --data {params.root:q} --metrics {output.metrics:q} 2> {log:q}"
 
 
 rule voc_detection:
@@ -51,9 +51,9 @@ rule voc_detection:
         state_dir="results/{protocol}/{run}/seed{seed}/state",
         extra=lambda w: extra_train_args(w.protocol),
     shell:
-        "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {params.checkpoint} --data {params.root}"
-        " --metrics {output.metrics} --detections {output.detections}"
-        " --state-dir {params.state_dir} {params.extra} --data-check {input.data} 2> {log}"
+        "python -m goodtransfer --threads {threads} voc --spec {params.spec:q} --checkpoint {params.checkpoint:q} --data {params.root:q}"
+        " --metrics {output.metrics:q} --detections {output.detections:q}"
+        " --state-dir {params.state_dir:q} {params.extra} --data-check {input.data:q} 2> {log:q}"
 
 
 rule transfer:
@@ -79,6 +79,6 @@ rule transfer:
         root=lambda w: dataset_root(config["transfer"][w.protocol]["dataset"]),
         state_dir="results/{protocol}/{run}/seed{seed}/state",
     shell:
-        "python -m goodtransfer --threads {threads} transfer --spec {params.spec:q} --checkpoint {params.checkpoint}"
-        " --data {params.root} --metrics {output.metrics} --state-dir {params.state_dir}"
-        " --data-check {input.data} 2> {log}"
+        "python -m goodtransfer --threads {threads} transfer --spec {params.spec:q} --checkpoint {params.checkpoint:q}"
+        " --data {params.root:q} --metrics {output.metrics:q} --state-dir {params.state_dir:q}"
+        " --data-check {input.data:q} 2> {log:q}"

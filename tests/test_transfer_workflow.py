@@ -58,6 +58,7 @@ def test_a_task_on_a_dataset_of_the_wrong_kind_fails_naming_both(tmp_path):
         workdir, "results/fewshot/supervised-f/seed0/metrics.json", "--configfile", "tiny.yaml", "wrong.yaml"
     )
     assert result.returncode != 0
-    log = (workdir / "logs/fewshot/supervised-f/seed0.log").read_text()
-    expected = "dataset 'imagenet' is of kind 'imagefolder'; task 'fewshot' expects a 'miniimagenet' dataset"
-    assert expected in log
+    # Refused at start-up by the config check, before any job runs.
+    expected = "config: transfer.fewshot.dataset: dataset 'imagenet' is of kind 'imagefolder'; expected a"
+    assert expected in result.stderr and "dataset of kind miniimagenet" in result.stderr
+    assert not (workdir / "logs/fewshot").exists()

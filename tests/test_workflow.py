@@ -56,7 +56,7 @@ def test_second_run_has_nothing_to_do(built):
 
 def test_editing_one_runs_augmentation_reruns_only_its_downstream_jobs(built):
     config = yaml.safe_load((built / "tiny.yaml").read_text())
-    config["pretrain"]["runs"] = {"mocov2-f": {"augmentations": {"flip": {"p": 0.25}}}}
+    config["pretrain"]["runs"]["mocov2-f"] = {"augmentations": {"flip": {"p": 0.25}}}
     write_config(built / "edited.yaml", config)
     done = snakemake(built, "table1", "paper/build/report.pdf", "-n", "--configfile", "edited.yaml")
     assert done.returncode == 0, done.stderr[-2000:]

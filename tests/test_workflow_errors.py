@@ -53,25 +53,14 @@ def test_missing_voc_annotation_fails_naming_the_file(workdir, tmp_path):
     from goodtransfer.data.synthetic import generate_voc
 
     root = tmp_path / "VOC2007"
+    # The configured classes: VOC2012 (VOC07+12) and Figure 1 must name the same ones (config check).
+    classes = yaml.safe_load((workdir / "config.yaml").read_text())["datasets"]["voc2007"]["classes"]
     generate_voc(
-        root,
-        classes=["aeroplane", "bicycle"],
-        trainval_images=4,
-        test_images=4,
-        image_size=64,
-        max_objects=1,
-        seed=0,
+        root, classes=classes, trainval_images=6, test_images=6, image_size=64, max_objects=1, seed=0
     )
     victim = sorted((root / "Annotations").iterdir())[0]
     victim.unlink()
-    write_config(
-        workdir / "voc.yaml",
-        {
-            "datasets": {
-                "voc2007": {"root": str(root), "generate": False, "classes": ["aeroplane", "bicycle"]}
-            }
-        },
-    )
+    write_config(workdir / "voc.yaml", {"datasets": {"voc2007": {"root": str(root), "generate": False}}})
     done = snakemake(workdir, "results/datasets/voc2007.json", "--configfile", "voc.yaml")
     assert done.returncode != 0
     assert str(victim) in (workdir / "logs/data/check_voc2007.log").read_text()

@@ -1,0 +1,398 @@
+"""The whole config checked at start-up, beyond the JSON schema: every name, every reference from one
+section to another, and the numeric constraints a job would otherwise hit hours later.
+
+The schema checks each value on its own; this checks that they fit together, so a table row naming an
+undefined run fails in a second naming the key, even when an old table would let the run finish.
+Each failure is an ``InputError`` whose message starts ``config: <dotted key>:`` and says what was
+expected. Only the standard library and goodtransfer.config are imported: `snakemake -n` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from goodtransfer import config as gtc
+from goodtransfer.io import InputError
+from goodtransfer.transfer.tasks import TASKS
+
+# A name becomes one path component (results/<protocol>/<run>/...) and one shell word.
+NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
+NAME_RULE = "letters, digits and . _ + - only, not starting with '.'"
+EPOCH_REF = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
+# results/<name>/ folders the workflow itself writes: a protocol of that name would share them.
+RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report")
+NAMED_SECTIONS = (
+    "datasets", "pretrain.recipes", "pretrain.runs", "detection", "transfer", "tables", "figures",
+)  # fmt: skip
+# Kinds a run can pretrain on (data.registry.pretraining_images); coco and cityscapes images have one class.
+PRETRAIN_KINDS = ("imagefolder", "miniimagenet", "celeba", "coco", "cityscapes")
+SINGLE_CLASS_KINDS = ("coco", "cityscapes")
+LABELLED = ("supervised", "exemplar", "supcon")  # pretrain.LABELLED: they learn from image-level classes
+CONTRASTIVE = ("moco", "exemplar", "supcon")
+FP_FIGURES = ("fp_trend", "fp_breakdown")
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Raise ``InputError`` naming the first key that does not fit the rest of the config."""
+    check_names(config)
+    check_datasets(config)
+    check_pretrain(config)
+    check_protocols(config)
+    check_seeds(config)
+    check_tables(config)
+    check_figures(config)
+    check_report(config)
+
+
+def fail(key: str, message: str) -> None:
+    raise InputError(f"config: {key}: {message}")
+
+
+def expect_in(key: str, value: Any, known: Iterable[str], what: str) -> None:
+    known = list(known)
+    if value not in known:
+        fail(key, f"{value!r} is not {what}; expected one of {known}")
+
+
+def section(config: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part, {}) if isinstance(node, Mapping) else {}
+    return node
+
+
+# Names ------------------------------------------------------------------------------------------------
+
+
+def check_name(key: str, name: Any) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        fail(key, f"name {name!r} is not allowed; expected {NAME_RULE}")
+
+
+def check_names(config: Mapping[str, Any]) -> None:
+    for dotted in NAMED_SECTIONS:
+        for name in section(config, dotted):
+            check_name(dotted, name)
+    protocols = protocol_names(config)
+    for name in protocols:
+        if name in RESERVED:
+            fail(f"{protocols[name]}.{name}", f"{name!r} is a results/ folder of the workflow; rename it")
+    clash = set(section(config, "detection")) & set(section(config, "transfer"))
+    if "linear" in section(config, "detection") or "linear" in section(config, "transfer"):
+        clash.add("linear")
+    if clash:
+        fail("transfer", f"protocols {sorted(clash)} are declared twice; expected each name in one section")
+
+
+def protocol_names(config: Mapping[str, Any]) -> dict[str, str]:
+    """Every downstream protocol -> the section that declares it."""
+    names = {"linear": "linear"}
+    names.update({name: "detection" for name in section(config, "detection")})
+    names.update({name: "transfer" for name in section(config, "transfer")})
+    return names
+
+
+# Datasets ---------------------------------------------------------------------------------------------
+
+
+def check_datasets(config: Mapping[str, Any]) -> None:
+    datasets = config["datasets"]
+    made: dict[str, str] = {}
+    for name, entry in datasets.items():
+        key = f"datasets.{name}"
+        if entry["kind"] == "voc":
+            check_class_names(f"{key}.classes", entry.get("classes"))
+        if entry.get("derive"):
+            if entry.get("generate"):
+                fail(key, "has both generate and derive; expected one way of making it")
+            check_derive(datasets, name)
+        if entry.get("generate") or entry.get("derive"):
+            made[str(entry["root"]).rstrip("/")] = name
+    for name, entry in datasets.items():
+        other = made.get(str(entry["root"]).rstrip("/"))
+        if other is not None and other != name:
+            fail(f"datasets.{name}.root", f"{entry['root']!r} is also the folder dataset {other!r} makes")
+
+
+def check_class_names(key: str, classes: Any) -> None:
+    if not classes:
+        fail(key, "missing; a voc dataset needs its class names, in label order")
+    for index, name in enumerate(classes):
+        if not isinstance(name, str) or not name.strip() or name != name.strip() or "\n" in name:
+            fail(f"{key}[{index}]", f"{name!r} is not a class name; expected text without surrounding spaces")
+
+
+def check_derive(datasets: Mapping[str, Any], name: str) -> None:
+    key = f"datasets.{name}.derive.from"
+    seen = [name]
+    source = datasets[name]["derive"]["from"]
+    while True:
+        expect_in(key, source, datasets, "a dataset")
+        if source in seen:
+            fail(key, f"derives from itself ({' -> '.join([*seen, source])})")
+        seen.append(source)
+        if not datasets[source].get("derive"):
+            break
+        source = datasets[source]["derive"]["from"]
+    for dataset in (name, datasets[name]["derive"]["from"]):
+        if datasets[dataset]["kind"] != "imagefolder":
+            kind = datasets[dataset]["kind"]
+            fail(key, f"dataset {dataset!r} is of kind {kind!r}; a subset is of kind 'imagefolder'")
+
+
+def dataset_kind(config: Mapping[str, Any], key: str, name: Any, kinds: Iterable[str]) -> str:
+    """``name`` must be a dataset of one of ``kinds``; returns its kind."""
+    expect_in(key, name, config["datasets"], "a dataset")
+    kind = config["datasets"][name]["kind"]
+    kinds = tuple(kinds)
+    if kind not in kinds:
+        fail(key, f"dataset {name!r} is of kind {kind!r}; expected a dataset of kind {' or '.join(kinds)}")
+    return kind
+
+
+# Schedules --------------------------------------------------------------------------------------------
+
+
+def check_milestones(key: str, milestones: Any, length: int, unit: str) -> None:
+    """Increasing, each inside the run: one at or after the last epoch/iteration never lowers the lr."""
+    milestones = list(milestones or [])
+    if milestones != sorted(set(milestones)):
+        fail(key, f"{milestones} are not strictly increasing")
+    late = [m for m in milestones if not 0 < m < length]
+    if late:
+        fail(key, f"{late} are outside the run of {length} {unit}; expected each in 1..{length - 1}")
+
+
+def check_schedule(key: str, spec: Mapping[str, Any], length_key: str, milestones_key: str) -> None:
+    unit = "iterations" if length_key == "max_iter" else "epochs"
+    if milestones_key == "milestones" and spec.get("schedule") != "step":
+        return  # a cosine schedule has no milestones
+    if milestones_key in spec:
+        check_milestones(f"{key}.{milestones_key}", spec[milestones_key], spec[length_key], unit)
+
+
+# Pretraining ------------------------------------------------------------------------------------------
+
+
+def merged_run(config: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """defaults <- recipe <- run, before pretrain_spec's resolution (which needs the references sound)."""
+    section_ = config["pretrain"]
+    recipe = section_["recipes"][section_["runs"][run]["recipe"]]
+    return gtc.deep_merge(gtc.deep_merge(section_["defaults"], recipe), section_["runs"][run])
+
+
+def check_pretrain(config: Mapping[str, Any]) -> None:
+    recipes = config["pretrain"]["recipes"]
+    for run, entry in config["pretrain"]["runs"].items():
+        key = f"pretrain.runs.{run}"
+        expect_in(f"{key}.recipe", entry["recipe"], recipes, "a recipe of pretrain.recipes")
+        merged = merged_run(config, run)
+        if merged.get("import_from"):
+            gtc.pretrain_spec(config, run)
+            continue
+        check_run_data(config, key, merged)
+        check_run_task(config, key, merged)
+        check_run_numbers(key, gtc.pretrain_spec(config, run))
+
+
+def check_run_data(config: Mapping[str, Any], key: str, merged: Mapping[str, Any]) -> None:
+    kind = dataset_kind(config, f"{key}.dataset", merged.get("dataset"), PRETRAIN_KINDS)
+    if merged.get("method") in LABELLED and kind in SINGLE_CLASS_KINDS:
+        fail(
+            f"{key}.method",
+            f"{merged['method']!r} learns from image-level classes but dataset {merged['dataset']!r} (kind "
+            f"{kind!r}) has one class; expected method 'task' (a detector/segmenter) or 'moco'",
+        )
+
+
+def check_run_task(config: Mapping[str, Any], key: str, merged: Mapping[str, Any]) -> None:
+    if merged.get("method") != "task":
+        for name in ("task", "task_protocol", "task_settings", "init_from"):
+            if merged.get(name):
+                fail(f"{key}.{name}", f"is used only by method 'task', not {merged.get('method')!r}")
+        return
+    task = merged.get("task")
+    if task is None or not (merged.get("task_protocol") or merged.get("task_settings")):
+        fail(key, "method 'task' needs task and task_protocol (or task_settings)")
+    if merged.get("task_protocol"):
+        protocol = merged["task_protocol"]
+        expect_in(f"{key}.task_protocol", protocol, section(config, "transfer"), "a transfer protocol")
+        if config["transfer"][protocol]["task"] != task:
+            fail(
+                f"{key}.task_protocol",
+                f"{protocol!r} is a {config['transfer'][protocol]['task']} protocol; expected a {task} one",
+            )
+    dataset_kind(config, f"{key}.dataset", merged["dataset"], [TASKS[task].data_kind])
+    init = re.fullmatch(r"results/pretrain/([^/]+)/checkpoint\.pt", str(merged.get("init_from") or ""))
+    if init:
+        expect_in(f"{key}.init_from", init[1], config["pretrain"]["runs"], "a pretraining run")
+
+
+def check_run_numbers(key: str, spec: Mapping[str, Any]) -> None:
+    check_schedule(key, spec, "epochs", "milestones")
+    if spec.get("method") in CONTRASTIVE:
+        moco, batch = spec["moco"], spec["batch_size"]
+        if moco["K"] % batch:
+            fail(
+                f"{key}.moco.K",
+                f"{moco['K']} is not a multiple of batch_size {batch} (the queue takes whole batches); "
+                "expected K % batch_size == 0",
+            )
+        if batch % moco["shuffle_bn_splits"]:
+            fail(
+                f"{key}.batch_size",
+                f"{batch} does not split into {moco['shuffle_bn_splits']} equal chunks (shuffle-BN); "
+                "expected batch_size % shuffle_bn_splits == 0",
+            )
+    settings = spec.get("task_settings")
+    if settings and "max_iter" in settings:
+        check_schedule(f"{key}.task_settings", settings, "max_iter", "steps")
+
+
+def check_run_ref(config: Mapping[str, Any], key: str, ref: Any, epochs_allowed: bool) -> None:
+    """A downstream reference: a pretraining run, or ``run@epN`` (its backbone kept at epoch N)."""
+    runs = config["pretrain"]["runs"]
+    match = EPOCH_REF.fullmatch(ref) if isinstance(ref, str) else None
+    if match is None:
+        expect_in(key, ref, runs, "a pretraining run")
+        return
+    if not epochs_allowed:
+        fail(key, f"{ref!r}: a kept backbone (run@epN) is not taken here; expected a pretraining run")
+    expect_in(key, match["run"], runs, "a pretraining run")
+    check_kept_epoch(config, key, match["run"], int(match["epoch"]))
+
+
+def check_kept_epoch(config: Mapping[str, Any], key: str, run: str, epoch: int) -> None:
+    merged = merged_run(config, run)
+    final, keep = merged["epochs"], merged.get("keep_every", 0)
+    if epoch == final or (keep and epoch % keep == 0 and 0 < epoch < final):
+        return
+    fail(
+        key,
+        f"run {run!r} keeps no backbone at epoch {epoch} (epochs {final}, keep_every {keep}); "
+        f"expected an epoch up to {final} with pretrain.runs.{run}.keep_every dividing it",
+    )
+
+
+# Downstream protocols ---------------------------------------------------------------------------------
+
+
+def check_protocols(config: Mapping[str, Any]) -> None:
+    linear = config["linear"]
+    dataset_kind(config, "linear.dataset", linear["dataset"], ["imagefolder"])
+    check_schedule("linear", linear, "epochs", "milestones")
+    for protocol in section(config, "detection"):
+        check_detection(config, protocol)
+    for protocol, entry in section(config, "transfer").items():
+        key = f"transfer.{protocol}"
+        dataset_kind(config, f"{key}.dataset", entry["dataset"], [TASKS[entry["task"]].data_kind])
+        check_transfer_numbers(key, entry)
+
+
+def check_detection(config: Mapping[str, Any], protocol: str) -> None:
+    key = f"detection.{protocol}"
+    detection, chain = config["detection"], [protocol]
+    while "inherit" in detection[chain[-1]]:
+        parent = detection[chain[-1]]["inherit"]
+        expect_in(f"detection.{chain[-1]}.inherit", parent, detection, "a detection protocol")
+        if parent in chain:
+            fail(f"{key}.inherit", f"inherits from itself ({' -> '.join([*chain, parent])})")
+        chain.append(parent)
+    entry = gtc.detection_entry(config, protocol)
+    dataset_kind(config, f"{key}.dataset", entry.get("dataset"), ["voc"])
+    classes = config["datasets"][entry["dataset"]]["classes"]
+    for index, item in enumerate(entry.get("extra_train", [])):
+        where = f"{key}.extra_train[{index}].dataset"
+        dataset_kind(config, where, item["dataset"], ["voc"])
+        if config["datasets"][item["dataset"]]["classes"] != classes:
+            fail(where, f"{item['dataset']!r} has other classes than {entry['dataset']!r}; expected the same")
+    check_schedule(key, entry, "max_iter", "steps")
+    if entry.get("eval_period", 0) > entry["max_iter"]:
+        fail(
+            f"{key}.eval_period",
+            f"{entry['eval_period']} is past max_iter {entry['max_iter']}; expected fewer",
+        )
+
+
+def check_transfer_numbers(key: str, entry: Mapping[str, Any]) -> None:
+    if entry["task"] == "coco_instance":
+        check_schedule(key, entry, "max_iter", "steps")
+    elif entry["task"] == "fewshot":
+        check_schedule(key, entry, "base_epochs", "base_milestones")
+    elif entry["task"] == "landmarks":
+        if entry["schedule"] == "step" and "milestones" not in entry:
+            fail(f"{key}.milestones", "missing; schedule 'step' needs its milestones (epochs)")
+        check_schedule(key, entry, "epochs", "milestones")
+
+
+def check_seeds(config: Mapping[str, Any]) -> None:
+    known = ["default", *protocol_names(config)]
+    for name in config.get("seeds", {}):
+        expect_in("seeds", name, known, "a protocol (or default)")
+
+
+# Tables, figures, report ------------------------------------------------------------------------------
+
+
+def check_tables(config: Mapping[str, Any]) -> None:
+    protocols = list(protocol_names(config))
+    for table, entry in config["tables"].items():
+        key = f"tables.{table}"
+        keys = [column["key"] for column in entry["columns"]]
+        if len(set(keys)) != len(keys):
+            fail(f"{key}.columns", f"keys {keys} repeat; expected each column key once")
+        for index, column in enumerate(entry["columns"]):
+            expect_in(f"{key}.columns[{index}].protocol", column["protocol"], protocols, "a protocol")
+        for g, group in enumerate(entry["groups"]):
+            for r, row in enumerate(group["rows"]):
+                check_run_ref(config, f"{key}.groups[{g}].rows[{r}].run", row["run"], epochs_allowed=True)
+
+
+def check_figures(config: Mapping[str, Any]) -> None:
+    analyses: dict[str, tuple[str, Any]] = {}
+    for figure, entry in section(config, "figures").items():
+        key = f"figures.{figure}"
+        kind = entry["kind"]
+        for index, item in enumerate(entry["runs"]):
+            check_run_ref(config, f"{key}.runs[{index}].run", item["run"], epochs_allowed=kind in FP_FIGURES)
+        if kind in FP_FIGURES:
+            check_fp_figure(config, key, entry)
+            first = analyses.setdefault(entry["protocol"], (figure, entry.get("analysis", {})))
+            if first[1] != entry.get("analysis", {}):
+                fail(f"{key}.analysis", f"differs from figures.{first[0]}.analysis on the same protocol; "
+                     "expected one analysis per protocol")  # fmt: skip
+        elif kind == "inversion":
+            dataset_kind(config, f"{key}.images.dataset", entry["images"]["dataset"], ["imagefolder"])
+        elif kind == "training_curves":
+            check_curves_figure(config, key, entry)
+
+
+def check_fp_figure(config: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> None:
+    expect_in(f"{key}.protocol", entry["protocol"], section(config, "detection"), "a detection protocol")
+    if entry["classes"] == "all":
+        return
+    dataset = gtc.detection_entry(config, entry["protocol"])["dataset"]
+    known = config["datasets"][dataset]["classes"]
+    for index, name in enumerate(entry["classes"]):
+        expect_in(f"{key}.classes[{index}]", name, known, f"a class of dataset {dataset!r}")
+
+
+def check_curves_figure(config: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> None:
+    detection = section(config, "detection")
+    expect_in(f"{key}.protocol", entry["protocol"], detection, "a detection protocol")
+    expect_in(f"{key}.curve_protocol", entry["curve_protocol"], detection, "a detection protocol")
+    if not gtc.detection_entry(config, entry["curve_protocol"]).get("eval_period"):
+        fail(f"{key}.curve_protocol", f"{entry['curve_protocol']!r} has no eval_period; expected one > 0")
+    for index, epoch in enumerate(entry["epochs"]):
+        for item in entry["runs"]:
+            check_kept_epoch(config, f"{key}.epochs[{index}]", item["run"], epoch)
+
+
+def check_report(config: Mapping[str, Any]) -> None:
+    report = config["report"]
+    for index, table in enumerate(report["tables"]):
+        expect_in(f"report.tables[{index}]", table, config["tables"], "a table of tables")
+    for index, figure in enumerate(report.get("figures", [])):
+        expect_in(f"report.figures[{index}]", figure, section(config, "figures"), "a figure of figures")

@@ -1,0 +1,126 @@
+"""The start-up check of the whole config: the shipped configs pass; each broken reference, bad name or
+impossible number fails naming its key and what was expected."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from goodtransfer.config import deep_merge
+from goodtransfer.config_check import check_config
+from goodtransfer.io import InputError, read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = read_yaml(ROOT / "config.yaml")
+
+
+PAPER, RELEASED, TINY = "presets/paper.yaml", "presets/released.yaml", "tests/configs/tiny.yaml"
+
+
+@pytest.mark.parametrize(
+    "overlays", [(), (TINY,), (PAPER,), (PAPER, RELEASED)], ids=["default", "tiny", "paper", "paper+released"]
+)
+def test_shipped_configs_pass_the_check(overlays):
+    config = CONFIG
+    for overlay in overlays:
+        config = deep_merge(config, read_yaml(ROOT / overlay))
+    check_config(config)
+
+
+def _fails(edit, *fragments):
+    config = copy.deepcopy(CONFIG)
+    edit(config)
+    with pytest.raises(InputError) as caught:
+        check_config(config)
+    message = str(caught.value)
+    assert message.startswith("config: "), message
+    assert all(fragment in message for fragment in fragments), message
+
+
+def test_table_row_naming_an_undefined_run_names_the_row():
+    def edit(config):
+        config["tables"]["table1"]["groups"][0]["rows"][1]["run"] = "nosuch"
+
+    _fails(edit, "tables.table1.groups[0].rows[1].run: 'nosuch' is not a pretraining run", "'supervised-f'")
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".hidden", "r$(touch X)", "two words", "run@ep5", ""])
+def test_run_names_outside_letters_digits_dot_underscore_plus_minus_fail(name):
+    def edit(config):
+        config["pretrain"]["runs"][name] = config["pretrain"]["runs"]["mocov2-f"]
+
+    _fails(edit, "pretrain.runs: name", "letters, digits and . _ + -")
+
+
+def test_run_on_an_undefined_dataset_fails():
+    _fails(
+        lambda config: config["pretrain"]["runs"]["mocov2-f"].update(dataset="nosuch"),
+        "pretrain.runs.mocov2-f.dataset: 'nosuch' is not a dataset",
+    )
+
+
+def test_queue_not_a_multiple_of_the_batch_fails():
+    _fails(
+        lambda config: config["pretrain"]["runs"]["mocov2-f"].update(moco={"K": 100}),
+        "pretrain.runs.mocov2-f.moco.K: 100 is not a multiple of batch_size 64",
+    )
+
+
+def test_batch_not_split_by_shuffle_bn_fails():
+    _fails(
+        lambda config: config["pretrain"]["runs"]["mocov2-f"].update(moco={"shuffle_bn_splits": 3}),
+        "pretrain.runs.mocov2-f.batch_size: 64 does not split into 3",
+    )
+
+
+def test_milestone_past_the_last_epoch_fails():
+    _fails(
+        lambda config: config["pretrain"]["runs"]["mocov1"].update(milestones=[9, 15]),
+        "pretrain.runs.mocov1.milestones: [15] are outside the run of 15 epochs",
+    )
+
+
+def test_detection_step_past_max_iter_fails():
+    _fails(
+        lambda config: config["detection"]["voc07"].update(steps=[100, 150]),
+        "detection.voc07.steps: [150] are outside the run of 150 iterations",
+    )
+
+
+def test_figure_epoch_no_backbone_is_kept_at_fails():
+    _fails(
+        lambda config: config["figures"]["figure4"].update(epochs=[5, 7]),
+        "figures.figure4.epochs[1]: run 'supervised-frcgb' keeps no backbone at epoch 7",
+    )
+
+
+def test_kept_backbone_row_is_taken_by_tables_but_not_by_inversion_figures():
+    config = copy.deepcopy(CONFIG)
+    config["tables"]["table1"]["groups"][0]["rows"][0]["run"] = "supervised-frcgb@ep10"
+    check_config(config)
+    _fails(
+        lambda config: config["figures"]["figure2"]["runs"][0].update(run="supervised-frcgb@ep10"),
+        "figures.figure2.runs[0].run: 'supervised-frcgb@ep10': a kept backbone",
+    )
+
+
+def test_inherit_loop_and_undefined_extra_train_dataset_fail():
+    _fails(
+        lambda config: config["detection"]["voc07"].update(inherit="voc0712"),
+        "detection.voc07.inherit: inherits from itself",
+    )
+    _fails(
+        lambda config: config["detection"]["voc0712"].update(
+            extra_train=[{"dataset": "voc13", "split": "x"}]
+        ),
+        "detection.voc0712.extra_train[0].dataset: 'voc13' is not a dataset",
+    )
+
+
+def test_report_naming_an_undeclared_table_or_figure_fails():
+    _fails(
+        lambda config: config["report"].update(tables=["table1", "table9x"]), "report.tables[1]: 'table9x'"
+    )
+    _fails(lambda config: config["report"].update(figures=["figure9"]), "report.figures[0]: 'figure9'")
