@@ -134,6 +134,11 @@ def curve_inputs(entry):
     return epochs, curves
 
 
+def check_option(name, key, default):
+    """A dataset's ``check`` setting: ``decode`` (fast: headers and a sample, full: every image), ``sample``."""
+    return gtc.dataset_of(config, name).get("check", {}).get(key, default)
+
+
 def generated_dataset(wildcards):
     """A dataset this workflow makes (a generated stand-in or a derived subset) is an input of its check."""
     entry = gtc.dataset_of(config, wildcards.dataset)
@@ -167,7 +172,7 @@ def track_commands():
         decode = entry.get("check", {}).get("decode", "fast")
         words = ["--kind", entry["kind"], "--root", str(root), "--decode", decode]
         words += ["--classes", *entry["classes"]] if entry.get("classes") else []
-        commands.append("python -m goodtransfer track-dataset " + shlex.join(words))
+        commands.append(f"python -m goodtransfer track-dataset {shlex.join(words)}")
     if not commands:
         raise WorkflowError(
             "track_datasets: no real dataset inside the repository; DVC tracks folders in the repository "

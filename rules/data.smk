@@ -64,12 +64,8 @@ rule check_dataset:
         root=lambda w: dataset_root(w.dataset),
         kind=lambda w: gtc.dataset_of(config, w.dataset)["kind"],
         classes=lambda w: gtc.dataset_of(config, w.dataset).get("classes", []),
-        decode=lambda w: gtc.dataset_of(config, w.dataset)
-        .get("check", {})
-        .get("decode", "fast"),
-        sample=lambda w: gtc.dataset_of(config, w.dataset)
-        .get("check", {})
-        .get("sample", 32),
+        decode=lambda w: check_option(w.dataset, "decode", "fast"),
+        sample=lambda w: check_option(w.dataset, "sample", 32),
     shell:
         "python -m goodtransfer check-dataset --kind {params.kind:q} --root {params.root:q}"
         " --classes {params.classes:q} --decode {params.decode:q} --decode-sample {params.sample:q}"
