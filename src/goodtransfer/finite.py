@@ -69,27 +69,31 @@ class LossWatch:
 
 
 def require_steps(steps: int, *, run: str, images: int, batch: int, drop_last: bool, fix: str) -> None:
-    """Fail when an epoch (or the whole job) would have no batch at all."""
+    """Fail when an epoch (or the whole job) would have no batch at all; ``fix`` says what to change."""
     if steps <= 0:
         dropped = " (drop_last)" if drop_last else ""
         raise ZeroStepsError(
-            f"run {run}: {images} training images, batch_size {batch}{dropped}: zero steps per epoch; "
-            f"lower {fix} or add images"
+            f"run {run}: {images} training images, batch_size {batch}{dropped}: zero steps per epoch; {fix}"
         )
 
 
-def null_if_nan(metrics: dict[str, Any], reasons: Mapping[str, str]) -> dict[str, Any]:
+def null_if_nan(
+    metrics: dict[str, Any], reasons: Mapping[str, str], default: str = "undefined (0/0) for this data"
+) -> dict[str, Any]:
     """``metrics`` with every NaN (nested too) replaced by null, and an ``undefined`` map from each such
-    key path to why it has no value (``reasons`` by top-level key, else a generic reason); the report
+    key path to why it has no value (``reasons`` by path, top-level or last key, else ``default``); the report
     prints these as a dash with the reason as a note."""
     undefined: dict[str, str] = dict(metrics.get("undefined", {}))
 
     def clean(value: Any, path: str) -> Any:
         if isinstance(value, dict):
             return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, f"{path}.{i}") for i, v in enumerate(value)]
         if isinstance(value, float) and math.isnan(value):
-            top = path.split(".")[0]
-            undefined[path] = reasons.get(path, reasons.get(top, "undefined (0/0) for this data"))
+            parts = path.split(".")
+            known = [reasons[k] for k in (path, parts[0], parts[-1]) if k in reasons]
+            undefined[path] = known[0] if known else default
             return None
         return value
 
