@@ -171,7 +171,10 @@ def _train(
         loss.backward()
         optimizer.step()
         done = iteration + 1
-        value, lr = float(loss), _iteration_lr(spec, iteration)  # read every iteration for the progress line
+        value, lr = (
+            float(loss.detach()),
+            _iteration_lr(spec, iteration),
+        )  # read every iteration for the progress line
         check_finite_loss(value, run=spec["run"], step=done, lr=lr, fix="detection.<protocol>.base_lr")
         progress.update(loss=value, lr=lr)
         if period and done % period == 0 and done < spec["max_iter"]:
