@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.bad_inputs import training as training_cases
 from tests.bad_inputs.common import Case
 
 CASES: list[Case] = []
-for _module in ():  # each area module contributes its CASES
+for _module in (training_cases,):  # each area module contributes its CASES
     CASES += _module.CASES
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -348,6 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"goodtransfer {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except SystemExit as stop:
+        if stop.code == 128 + signal.SIGTERM:  # printed after unwinding: the clean-up has happened
+            print(
+                f"goodtransfer {args.command}: stopped by SIGTERM; its temporary files are removed and no "
+                "output was finished; run the job again to resume from its last saved state",
+                file=sys.stderr,
+            )
+        raise
     return 0
 
 
