@@ -245,7 +245,7 @@ def compile_pdf(
     # Beside the PDF, named after it: a run killed by SIGKILL leaves it where the next run sweeps it
     # (goodtransfer.io.sweep_leftovers); SIGTERM unwinds and removes it.
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.latex-", dir=target.parent) as build:
-        build_dir = Path(build)
+        build_dir = Path(build).resolve()  # latexmk runs inside it: a relative -outdir would nest
         command = _latexmk_command(tex, build_dir)
         try:
             returncode, output = _run_latexmk(command, build_dir, _latex_env(tex.parent), timeout_s)
