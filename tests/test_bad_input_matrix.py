@@ -8,10 +8,11 @@ import pytest
 
 from tests.bad_inputs import config as config_cases
 from tests.bad_inputs import data as data_cases
+from tests.bad_inputs import training as training_cases
 from tests.bad_inputs.common import Case
 
 CASES: list[Case] = []
-for _module in (config_cases, data_cases):  # each area module contributes its CASES
+for _module in (config_cases, data_cases, training_cases):  # each area module contributes its CASES
     CASES += _module.CASES
 
 

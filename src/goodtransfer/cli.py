@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from goodtransfer.io import InputError, read_yaml, write_json
+from goodtransfer.io import InputError, read_yaml, sweep_leftovers, unwind_on_sigterm, write_json
 
 
 def _threads(count: int) -> None:
@@ -340,10 +341,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # SLURM sends SIGTERM at the time limit: unwind (so atomic writes delete their temporary files)
-    # and exit with the conventional 128 + 15; the next attempt resumes from the last saved state.
-    raise SystemExit(128 + signum)
+OUTPUT_ARGS = ("out", "metrics", "detections", "train_log", "out_pdf", "out_json")
+OWNED_DIR_ARGS = ("state_dir", "work_dir")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    """Leftovers of a killed earlier run of this job: temporary files beside its outputs, a partial
+    dataset folder of the one it generates, temporary files in its own state folders. Under torchrun
+    rank 0 sweeps, before the process group forms (no rank writes before that)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    outputs = [getattr(args, name) for name in OUTPUT_ARGS if getattr(args, name, None)]
+    if args.command == "generate":
+        outputs.append(args.root)
+    owned = [Path(getattr(args, name)) for name in OWNED_DIR_ARGS if getattr(args, name, None)]
+    if args.command == "pretrain":
+        owned.append(Path(args.out).parent / "epochs")  # the backbones kept every keep_every epochs
+    sweep_leftovers(outputs, owned)
 
 
 def _message(err: InputError) -> str:
@@ -357,14 +371,25 @@ def _message(err: InputError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SLURM sends SIGTERM at the time limit: unwind (so atomic writes delete their temporary files)
+    # and exit with the conventional 128 + 15; the next attempt resumes from the last saved state.
+    unwind_on_sigterm()
     try:
+        _sweep(args)
         if args.command in {"pretrain", "linear", "voc", "transfer", "figure"}:
             _threads(args.threads)
         args.func(args)
     except InputError as err:
         print(f"goodtransfer {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
+    except SystemExit as stop:
+        if stop.code == 128 + signal.SIGTERM:  # printed after unwinding: the clean-up has happened
+            print(
+                f"goodtransfer {args.command}: stopped by SIGTERM; its temporary files are removed and no "
+                "output was finished; run the job again to resume from its last saved state",
+                file=sys.stderr,
+            )
+        raise
     return 0
 
 

@@ -33,6 +33,7 @@ from torchvision.models.resnet import ResNet
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.perceptual import perceptual_from_spec
+from goodtransfer.finite import check_finite_loss
 from goodtransfer.io import InputError, spec_hash, write_bytes, write_json
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.resume import file_digest
@@ -181,6 +182,8 @@ def invert(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        check_finite_loss(losses[-1], run=spec.get("run", "inversion"), step=step + 1, lr=spec["lr"],
+                          fix="the inversion figure's lr")  # fmt: skip
         if log_every and (step + 1) % log_every == 0:
             print(
                 f"[inversion]   step {step + 1}/{spec['iterations']} feature MSE {losses[-1]:.5f} "

@@ -19,6 +19,7 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.data.registry import pretraining_images
 from goodtransfer.device import Compute
+from goodtransfer.finite import check_finite_loss, require_steps
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain import build_method
@@ -56,8 +57,9 @@ def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
 
 
 def _run_epoch(
-    model: nn.Module, loader: DataLoader, optimizer, compute: Compute, progress: Progress
+    model: nn.Module, loader: DataLoader, optimizer, compute: Compute, progress: Progress, where: dict
 ) -> dict[str, float]:
+    """One epoch; ``where`` ({"run", "epoch"}, 1-based) names it if the loss stops being finite."""
     model.train()
     total, count, start = 0.0, 0, time.time()
     per_step = loader.batch_size * ddp.world_size()
@@ -68,7 +70,15 @@ def _run_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total, count = total + loss.item(), count + 1
+        value = loss.item()  # the sync the loop always had; nothing is saved before the check below
+        check_finite_loss(
+            value,
+            run=where["run"],
+            step=f"epoch {where['epoch']} step {count + 1}",
+            lr=optimizer.param_groups[0]["lr"],
+            fix=f"pretrain.runs.{where['run']}.lr, or its recipe's",
+        )
+        total, count = total + value, count + 1
         progress.update(loss=total / count)
     seconds = time.time() - start
     return {
@@ -80,7 +90,16 @@ def _run_epoch(
 
 def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoch: int) -> Progress:
     """Steps of the whole run (every epoch has the same number); rank 0 reports."""
-    steps = len(_loader(spec, data_root, two_views, 0))
+    loader = _loader(spec, data_root, two_views, 0)
+    steps = len(loader)
+    require_steps(
+        steps,
+        run=spec["run"],
+        images=len(loader.dataset),
+        batch=spec["batch_size"],
+        drop_last=True,
+        fix=f"lower pretrain.runs.{spec['run']}.batch_size or add images",
+    )
     return Progress(
         f"pretrain {spec['run']}",
         spec["epochs"] * steps,
@@ -193,7 +212,9 @@ def pretrain(
         summary = {
             "epoch": epoch + 1,
             "lr": epoch_lr(spec, epoch),
-            **_run_epoch(model, loader, optimizer, compute, progress),
+            **_run_epoch(
+                model, loader, optimizer, compute, progress, {"run": spec["run"], "epoch": epoch + 1}
+            ),
         }
         history.append(summary)
         if ddp.rank() == 0:

@@ -190,7 +190,7 @@ def _run_latexmk(command: list[str], cwd: Path, env: dict[str, str], timeout_s: 
     ) as proc:
         try:
             output, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # the timeout, or SIGTERM unwinding: latexmk runs in its own session
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise
@@ -241,8 +241,11 @@ def compile_pdf(
         raise InputError(f"{tex}: .tex file not found")
     if shutil.which("latexmk") is None:
         raise LatexError(f"cannot compile {tex}: latexmk is not installed (apt-get install latexmk)", tex)
-    with tempfile.TemporaryDirectory(prefix="goodtransfer-latex-") as build:
-        build_dir = Path(build)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the PDF, named after it: a run killed by SIGKILL leaves it where the next run sweeps it
+    # (goodtransfer.io.sweep_leftovers); SIGTERM unwinds and removes it.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.latex-", dir=target.parent) as build:
+        build_dir = Path(build).resolve()  # latexmk runs inside it: a relative -outdir would nest
         command = _latexmk_command(tex, build_dir)
         try:
             returncode, output = _run_latexmk(command, build_dir, _latex_env(tex.parent), timeout_s)
@@ -258,5 +261,4 @@ def compile_pdf(
                 message += f"\nFull log: {log_copy}"
             raise LatexError(message, tex, "\n".join(log_errors(log_text)))
         with atomic_path(target) as tmp:
-            # Copy rather than rename: the build dir may sit on another filesystem than the target.
             shutil.copyfile(built_pdf, tmp)

@@ -22,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from goodtransfer.io import InputError, read_json, write_text
+from goodtransfer.io import InputError, read_json, sweep_leftovers, unwind_on_sigterm, write_text
 from goodtransfer.report.latex import (
     LatexError,
     LatexSafe,
@@ -329,6 +329,8 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns a process exit status (0 ok, 2 bad input, 1 LaTeX failure)."""
     args = _parser().parse_args(argv)
+    unwind_on_sigterm()  # a killed job removes its temporary files and LaTeX build folder
+    sweep_leftovers([path for path in (args.out_tex, getattr(args, "out_pdf", None)) if path])
     try:
         _run(args)
     except InputError as err:

@@ -71,12 +71,18 @@ def _cell(
     if not paths:
         return {"ours": None, "std": None, "n": 0, "paper": paper, "outside_band": None, "provenance": None}
     runs = [read_json(path) for path in paths]
-    for path, metrics in zip(paths, runs, strict=True):
-        if column["metric"] not in metrics:
-            raise InputError(
-                f"{path}: field {column['metric']!r} missing; expected it for column {column['key']!r}"
-            )
-    values = [float(metrics[column["metric"]]) for metrics in runs]
+    values = [_metric(metrics, column, path) for path, metrics in zip(paths, runs, strict=True)]
+    provenance = {
+        "run": run,
+        "config_hash": runs[0].get("config_hash"),
+        "checkpoint": runs[0].get("checkpoint"),
+        "metrics": [str(Path(path)) for path in paths],
+    }
+    if None in values:  # the metric is undefined for this data (null and why in the file): no number
+        path, metrics = next((p, m) for p, m, v in zip(paths, runs, values, strict=True) if v is None)
+        reason = (metrics.get("undefined") or {}).get(column["metric"], "no value recorded")
+        undefined = {"ours": None, "std": None, "outside_band": None, "undefined": f"{reason} ({path})"}
+        return {**undefined, "n": len(values), "values": values, "paper": paper, "provenance": provenance}
     mean, std = _mean_and_std(values)
     outside = None if band is None or paper is None else abs(mean - paper) > band
     return {
@@ -86,13 +92,34 @@ def _cell(
         "values": values,
         "paper": paper,
         "outside_band": outside,
-        "provenance": {
-            "run": run,
-            "config_hash": runs[0].get("config_hash"),
-            "checkpoint": runs[0].get("checkpoint"),
-            "metrics": [str(Path(path)) for path in paths],
-        },
+        "provenance": provenance,
     }
+
+
+def _metric(metrics: Mapping[str, Any], column: Mapping[str, Any], path: str) -> float | None:
+    """A finite number, or None where the metrics file says null (undefined for its data)."""
+    if column["metric"] not in metrics:
+        raise InputError(
+            f"{path}: field {column['metric']!r} missing; expected it for column {column['key']!r}"
+        )
+    value = metrics[column["metric"]]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{path}: field {column['metric']!r} is {value!r}; expected a finite number or null")
+    return float(value)
+
+
+def _undefined_notes(groups: list[dict[str, Any]], columns: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A note for each cell printed as a dash because its metric is undefined: where, and why."""
+    labels = {column["key"]: column["label"] for column in columns}
+    return [
+        f"-- {row['label']}, {labels[key]}: undefined, {cell['undefined']}"
+        for group in groups
+        for row in group["rows"]
+        for key, cell in row["cells"].items()
+        if cell.get("undefined")
+    ]
 
 
 def _band_note(band: float | None) -> list[str]:
@@ -142,5 +169,5 @@ def build_table(
         "columns": [{k: c[k] for k in ("key", "label", "group")} for c in columns],
         "groups": groups,
         "band": band,
-        "notes": [*notes, *_band_note(band)],
+        "notes": [*notes, *_band_note(band), *_undefined_notes(groups, columns)],
     }

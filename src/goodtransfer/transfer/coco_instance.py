@@ -49,6 +49,7 @@ from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.coco import evaluate_coco
+from goodtransfer.finite import LossWatch, null_if_nan, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json, write_text
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
@@ -286,12 +287,16 @@ def _train(
         start = state["iteration"]
         set_rng_state(state["rng"])
         print(f"[coco] resuming {spec['run']} from iteration {start}", file=sys.stderr)
+    require_steps(len(data), run=spec["run"], images=len(data), batch=spec["ims_per_batch"], drop_last=False,
+                  fix=f"add annotated images to the training splits {spec['train_splits']}")  # fmt: skip
     sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
     # Its own generator: creating the loader must not draw from the global RNG that resuming restores.
     loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
                         generator=torch.Generator().manual_seed(spec["seed"]))  # fmt: skip
     model.train()
     began = time.time()
+    syncs = (spec["log_period"], spec["checkpoint_period"])  # where the loop reads the loss or saves
+    watch = LossWatch(run=spec["run"], fix=task_key(spec, "base_lr"), every=syncs, last=spec["max_iter"])
     for iteration, (images, targets, _) in enumerate(loader, start=start):
         lr = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"]) * step(
             spec["base_lr"], iteration, spec["steps"]
@@ -305,6 +310,7 @@ def _train(
         loss.backward()
         optimizer.step()
         done = iteration + 1
+        watch.update(loss, step=done, lr=lr)
         if done % spec["log_period"] == 0 or done == spec["max_iter"]:
             rate = (done - start) / max(time.time() - began, 1e-9)
             print(
@@ -373,11 +379,12 @@ def evaluate(model: nn.Module, split: CocoSplit, spec: dict[str, Any], compute: 
             outputs = model([compute.images(i) for i in images])
         for image_id, output in zip(ids, outputs, strict=True):
             results += _results(image_id, output, split.category_ids)
-    metrics: dict[str, float | None] = {}
+    metrics: dict[str, float] = {}
     for kind in ("bbox", "segm"):
         for name, value in evaluate_coco(split.json_path, results, kind).items():
-            metrics[f"{kind}_{name}"] = None if math.isnan(value) else value
-    return metrics, results
+            metrics[f"{kind}_{name}"] = value
+    # pycocotools gives -1 (NaN here) for an area range without ground truth: null, and why.
+    return null_if_nan(metrics, {}, "no ground truth in this area range (pycocotools gives -1)"), results
 
 
 def _train_split(data_root: Path, splits: Sequence[str]) -> CocoSplit:

@@ -32,7 +32,6 @@ Spec keys: ``max_iter``, ``ims_per_batch`` (>= 2: BN in the image-pooling branch
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -53,6 +52,7 @@ from goodtransfer.data.cityscapes import IGNORE, load_split, read_train_ids
 from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationEvaluator
+from goodtransfer.finite import LossWatch, null_if_nan, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -323,12 +323,16 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         start = state["iteration"]
         print(f"[cityscapes] resuming {spec['run']} from iteration {start}", file=sys.stderr)
+    require_steps(len(data), run=spec["run"], images=len(data), batch=spec["ims_per_batch"], drop_last=False,
+                  fix="add images to the training split")  # fmt: skip
     sampler = SegmentationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"])
     batches = iter(DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"]))
     if state is not None:  # after the loader drew its seed, so dropout masks match an uninterrupted run
         set_rng_state(state["rng"])
     model.train()
     began, max_iter = time.time(), spec["max_iter"]
+    syncs = (spec["log_period"], spec["checkpoint_period"])  # where the loop reads the loss or saves
+    watch = LossWatch(run=spec["run"], fix=task_key(spec, "base_lr"), every=syncs, last=max_iter)
     for iteration, (images, targets) in enumerate(batches, start=start):
         lr = poly_lr(spec["base_lr"], iteration, max_iter, spec["power"], spec["min_lr"])
         for group in optimizer.param_groups:
@@ -341,6 +345,7 @@ def _train(
         loss.backward()
         optimizer.step()
         done = iteration + 1
+        watch.update(loss, step=done, lr=lr)
         if done % spec["log_period"] == 0 or done == max_iter:
             rate = (done - start) / max(time.time() - began, 1e-9)
             print(
@@ -366,10 +371,8 @@ def evaluate(
             logits = model.predict(compute.images(image[None]))
         logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)
         evaluator.process(logits.argmax(dim=1)[0].cpu().numpy(), label.numpy())
-    metrics = evaluator.evaluate()
-    for key in ("per_class_IoU", "per_class_Acc"):  # NaN (class left out) is not valid JSON
-        metrics[key] = {name: None if math.isnan(v) else v for name, v in metrics[key].items()}
-    return metrics
+    # NaN marks a class absent from both ground truth and prediction: null in the file, and why.
+    return null_if_nan(evaluator.evaluate(), {}, "class absent from ground truth and prediction (left out)")
 
 
 def _check_spec(spec: dict[str, Any]) -> None:

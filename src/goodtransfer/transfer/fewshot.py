@@ -63,6 +63,7 @@ from goodtransfer.data.images import open_rgb
 from goodtransfer.data.miniimagenet import base_class_split, load_split
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.fewshot import mean_and_ci95
+from goodtransfer.finite import DivergedError, LossWatch, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import pooled_features
 from goodtransfer.pretrain.augment import normalize
@@ -289,6 +290,11 @@ def episode_accuracies(
         w, b, perms = classifier_randomness(episodes.seeds[part], dim, n_way, n_way * n_shot, spec["epochs"])
         y = y_support.expand(len(x), -1)
         w, b = train_linear_batched(x, y, w.to(device), b.to(device), perms.to(device), _optimiser(spec, lr))
+        if not bool(torch.isfinite(w).all() & torch.isfinite(b).all()):  # one sync per chunk, as .cpu() below
+            raise DivergedError(
+                f"run {spec['run']}: the episode classifiers' weights are not finite at lr {lr:g}; training "
+                f"diverged: lower {task_key(spec, 'lr')} / {task_key(spec, 'lr_candidates')}"
+            )
         q = features[torch.from_numpy(episodes.query[part])].reshape(-1, n_way * n_query, dim).to(device)
         predicted = torch.baddbmm(b[:, None, :], q, w.transpose(1, 2)).argmax(dim=2)
         out.append(((predicted == y_query).double().mean(dim=1) * 100.0).cpu())
@@ -338,17 +344,23 @@ def base_accuracy(train: Labelled, val: Labelled, spec: dict[str, Any], device: 
     optimizer = torch.optim.SGD(classifier.parameters(), lr=spec["base_lr"], momentum=spec["base_momentum"],
                                 weight_decay=spec["base_weight_decay"])  # fmt: skip
     began, loss = time.time(), torch.zeros(())
+    per_epoch, log_every = -(-len(x) // spec["base_batch_size"]), max(1, spec["base_epochs"] // 10)
+    require_steps(per_epoch, run=spec["run"], images=len(x), batch=spec["base_batch_size"], drop_last=False,
+                  fix="add images to the base classes' training split")  # fmt: skip
+    watch = LossWatch(run=spec["run"], fix=task_key(spec, "base_lr"), every=[per_epoch * log_every],
+                      last=per_epoch * spec["base_epochs"])  # fmt: skip
     for epoch in range(spec["base_epochs"]):
         for group in optimizer.param_groups:
             group["lr"] = step(spec["base_lr"], epoch, spec["base_milestones"])
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(spec["seed"] * 1009 + epoch))
-        for batch in order.to(device).split(spec["base_batch_size"]):
+        for index, batch in enumerate(order.to(device).split(spec["base_batch_size"]), start=1):
             loss = F.cross_entropy(classifier(x[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            watch.update(loss, step=epoch * per_epoch + index, lr=optimizer.param_groups[0]["lr"])
         done = epoch + 1
-        if done % max(1, spec["base_epochs"] // 10) == 0 or done == spec["base_epochs"]:
+        if done % log_every == 0 or done == spec["base_epochs"]:
             rate = done / max(time.time() - began, 1e-9)
             left = (spec["base_epochs"] - done) / rate
             epochs = f"{done}/{spec['base_epochs']}"

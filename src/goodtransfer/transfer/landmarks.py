@@ -44,6 +44,7 @@ from goodtransfer.data.celeba import landmarks, mafl_samples
 from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.landmarks import landmark_error
+from goodtransfer.finite import check_finite_loss, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim
 from goodtransfer.pretrain.augment import normalize
@@ -176,11 +177,14 @@ def _pinned(compute: Compute) -> bool:
     return compute.device.type == "cuda"
 
 
-def _train_epoch(model, loader: DataLoader, optimizer, compute: Compute, progress: Progress) -> float:
-    """One pass over ``loader``; the mean per-sample MSE of the normalised coordinates."""
+def _train_epoch(
+    model, loader: DataLoader, optimizer, compute: Compute, progress: Progress, where: dict
+) -> float:
+    """One pass over ``loader``; the mean per-sample MSE of the normalised coordinates. ``where``
+    ({"run", "protocol", "epoch"}) names the step if the loss stops being finite."""
     model.train()
     total, count = torch.zeros((), device=compute.device), 0
-    for images, targets, _ in loader:
+    for step, (images, targets, _) in enumerate(loader, start=1):
         with compute.autocast():
             outputs = model(compute.images(images))
         loss = F.mse_loss(outputs.float(), targets.to(compute.device))
@@ -188,7 +192,10 @@ def _train_epoch(model, loader: DataLoader, optimizer, compute: Compute, progres
         loss.backward()
         optimizer.step()
         total, count = total + loss.detach() * len(targets), count + len(targets)
-        progress.update(loss=float(loss.detach()), lr=optimizer.param_groups[0]["lr"])
+        value, lr = float(loss.detach()), optimizer.param_groups[0]["lr"]  # read every step for progress
+        check_finite_loss(value, run=where["run"], step=f"epoch {where['epoch']} step {step}", lr=lr,
+                          fix=task_key(where, "lr"))  # fmt: skip
+        progress.update(loss=value, lr=lr)
     return float(total) / max(count, 1)
 
 
@@ -202,6 +209,8 @@ def train(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Compu
         start, losses = state["epoch"], list(state["losses"])
         set_rng_state(state["rng"])
     per_epoch = len(epoch_batches(len(data), spec["batch_size"], spec["seed"], 0, False))
+    require_steps(per_epoch, run=spec["run"], images=len(data), batch=spec["batch_size"], drop_last=False,
+                  fix="list images in MAFL/training.txt")  # fmt: skip
     progress = Progress(
         f"landmarks {spec['run']}",
         spec["epochs"] * per_epoch,
@@ -217,7 +226,8 @@ def train(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Compu
         loader = DataLoader(
             data, batch_sampler=batches, num_workers=spec["workers"], pin_memory=_pinned(compute)
         )
-        losses.append(_train_epoch(model, loader, optimizer, compute, progress))
+        where = {"run": spec["run"], "protocol": spec.get("protocol"), "epoch": epoch + 1}
+        losses.append(_train_epoch(model, loader, optimizer, compute, progress, where))
         done = epoch + 1
         print(
             f"[landmarks] {spec['run']} epoch {done}/{spec['epochs']} loss {losses[-1]:.5f}", file=sys.stderr

@@ -21,6 +21,7 @@ from torchvision import transforms as T
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.imagefolder import image_folder
 from goodtransfer.device import Compute
+from goodtransfer.finite import check_finite_loss
 from goodtransfer.io import spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim, pooled_features
 from goodtransfer.pretrain.augment import eval_transform, normalize
@@ -54,7 +55,10 @@ def _features_of(backbone, batch, compute: Compute, cached: bool) -> torch.Tenso
         return pooled_features(backbone, compute.images(batch)).float()
 
 
-def _train_epoch(backbone, classifier, loader, optimizer, compute: Compute, cached: bool) -> float:
+def _train_epoch(
+    backbone, classifier, loader, optimizer, compute: Compute, cached: bool, where: dict
+) -> float:
+    """One epoch; ``where`` ({"run", "epoch"}, 1-based) names it if the loss stops being finite."""
     total, count = 0.0, 0
     for inputs, targets in loader:
         loss = F.cross_entropy(
@@ -63,7 +67,12 @@ def _train_epoch(backbone, classifier, loader, optimizer, compute: Compute, cach
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total, count = total + loss.item(), count + 1
+        value = loss.item()
+        lr = optimizer.param_groups[0]["lr"]
+        check_finite_loss(
+            value, run=where["run"], step=f"epoch {where['epoch']} step {count + 1}", lr=lr, fix="linear.lr"
+        )
+        total, count = total + value, count + 1
     return total / max(count, 1)
 
 
@@ -106,7 +115,13 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(spec, epoch)
         loss = _train_epoch(
-            backbone, classifier, _batches(train, spec, True, epoch), optimizer, compute, cached
+            backbone,
+            classifier,
+            _batches(train, spec, True, epoch),
+            optimizer,
+            compute,
+            cached,
+            {"run": spec["run"], "epoch": epoch + 1},
         )
     accuracy = top1(backbone, classifier, _batches(val, spec, False), compute, cached)
     print(f"[linear] {spec['run']} top-1 {accuracy:.2f} (final train loss {loss:.3f})", file=sys.stderr)

@@ -26,6 +26,7 @@ from goodtransfer.data.images import open_rgb
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.voc_ap import VocEvaluator
+from goodtransfer.finite import check_finite_loss, null_if_nan, require_steps
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, rng_state, seed_everything, set_rng_state
@@ -106,6 +107,15 @@ def _collate(batch: list[Any]) -> tuple[list[Any], ...]:
     return tuple(zip(*batch, strict=True))
 
 
+# The area metric (use_07_metric: false) gives NaN for a class without non-difficult ground truth, as
+# detectron2 does; the metrics file holds null and says why, and the report prints a dash.
+_NO_TRUTH = "a class has no non-difficult ground truth in the test split (recall 0/0, as in detectron2)"
+NAN_REASONS = {
+    "per_class_AP50": _NO_TRUTH,
+    **dict.fromkeys(("AP", "AP50", "AP75"), f"the class mean is undefined: {_NO_TRUTH}"),
+}
+
+
 def _iteration_lr(spec: dict[str, Any], iteration: int) -> float:
     warm = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"])
     return warm * step(spec["base_lr"], iteration, spec["steps"])
@@ -168,7 +178,12 @@ def _train(
         loss.backward()
         optimizer.step()
         done = iteration + 1
-        progress.update(loss=float(loss), lr=_iteration_lr(spec, iteration))
+        value, lr = (
+            float(loss.detach()),
+            _iteration_lr(spec, iteration),
+        )  # read every iteration for the progress line
+        check_finite_loss(value, run=spec["run"], step=done, lr=lr, fix="detection.<protocol>.base_lr")
+        progress.update(loss=value, lr=lr)
         if period and done % period == 0 and done < spec["max_iter"]:
             curve.append(_curve_point(done, _evaluate_between(model, test)))
         if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
@@ -235,6 +250,10 @@ def finetune_voc(
     classes = spec["classes"]
     parts = [(voc_root, split) for split in spec["train_splits"]] + [(Path(r), s) for r, s in extra_train]
     train_records = [record for root, split in parts for record in load_split(root, split, classes)]
+    require_steps(
+        len(train_records), run=spec["run"], images=len(train_records), batch=spec["ims_per_batch"],
+        drop_last=False, fix=f"list images in the training splits {[str(r / s) for r, s in parts]}",
+    )  # fmt: skip
     test_records = load_split(voc_root, spec["test_split"], classes)
     compute = Compute.from_spec(spec)
     model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))
@@ -253,6 +272,7 @@ def finetune_voc(
     if spec.get("eval_period"):
         metrics["curve"] = [*curve, _curve_point(spec["max_iter"], metrics)]
     write_json(detections_out, {"classes": list(classes), "detections": detections})
+    metrics = null_if_nan(metrics, NAN_REASONS)
     write_json(
         metrics_out,
         {
