@@ -112,7 +112,10 @@ def detection_spec(
     (e.g. Figure 4's VOC07 run that is also evaluated every ``eval_period`` iterations)."""
     spec = detection_entry(config, protocol)
     classes = dataset_of(config, spec["dataset"])["classes"]
-    return {**spec, **config["compute"], "classes": classes, "run": run, "seed": _seed(config, seed)}
+    return {
+        **spec, **config["compute"], "classes": classes, "protocol": protocol, "run": run,
+        "seed": _seed(config, seed),
+    }  # fmt: skip
 
 
 def detection_entry(config: Mapping[str, Any], protocol: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:

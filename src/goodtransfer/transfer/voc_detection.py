@@ -145,6 +145,7 @@ def _train(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Train to ``max_iter``; returns the iteration it started from and the intermediate evaluations."""
     period, curve = spec.get("eval_period") or 0, []
+    protocol = spec.get("protocol", "<protocol>")
     optimizer = torch.optim.SGD(
         model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
     )
@@ -178,11 +179,8 @@ def _train(
         loss.backward()
         optimizer.step()
         done = iteration + 1
-        value, lr = (
-            float(loss.detach()),
-            _iteration_lr(spec, iteration),
-        )  # read every iteration for the progress line
-        check_finite_loss(value, run=spec["run"], step=done, lr=lr, fix="detection.<protocol>.base_lr")
+        value, lr = float(loss.detach()), _iteration_lr(spec, iteration)  # read for the progress line anyway
+        check_finite_loss(value, run=spec["run"], step=done, lr=lr, fix=f"detection.{protocol}.base_lr")
         progress.update(loss=value, lr=lr)
         if period and done % period == 0 and done < spec["max_iter"]:
             curve.append(_curve_point(done, _evaluate_between(model, test)))
