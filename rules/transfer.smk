@@ -21,9 +21,11 @@ rule linear_readout:
         checkpoint=lambda w: checkpoint_file(w.run),
         spec=lambda w: spec_json(gtc.linear_spec(config, w.run, w.seed)),
         root=lambda w: dataset_root(config["linear"]["dataset"]),
+        state_dir="results/linear/{run}/seed{seed}/state",
     shell:
         "python -m goodtransfer --threads {threads} linear --spec {params.spec:q} --checkpoint {params.checkpoint:q}"
-        " --data {params.root:q} --metrics {output.metrics:q} 2> {log:q}"
+        " --data {params.root:q} --metrics {output.metrics:q} --state-dir {params.state_dir:q}"
+        " --data-check {input.data:q} 2> {log:q}"
 
 
 rule voc_detection:

@@ -82,6 +82,8 @@ def test_truncated_checkpoint_makes_the_cli_fail_with_its_path(checkpoint, tmp_p
             str(tmp_path),
             "--metrics",
             str(tmp_path / "m.json"),
+            "--state-dir",
+            str(tmp_path / "state"),
         ],
         capture_output=True,
         text=True,

@@ -37,7 +37,7 @@ def _readout(config: dict, name: str, checkpoint: Path, data: Path, out: Path) -
     spec = json.dumps(gtc.linear_spec(config, name))
     metrics = out / f"{name}-linear.json"
     _goodtransfer("linear", "--spec", spec, "--checkpoint", str(checkpoint), "--data", str(data),
-                  "--metrics", str(metrics))  # fmt: skip
+                  "--metrics", str(metrics), "--state-dir", str(out / f"{name}-linear-state"))  # fmt: skip
     return json.loads(metrics.read_text())["top1"]
 
 

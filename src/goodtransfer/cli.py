@@ -28,7 +28,9 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _linear(args: argparse.Namespace) -> None:
     from goodtransfer.transfer.linear import linear_readout
 
-    linear_readout(json.loads(args.spec), args.checkpoint, args.data, args.metrics)
+    linear_readout(
+        json.loads(args.spec), args.checkpoint, args.data, args.metrics, args.state_dir, args.data_check
+    )
 
 
 def _voc(args: argparse.Namespace) -> None:
@@ -213,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--checkpoint", type=Path, required=True)
         command.add_argument("--metrics", type=Path, required=True)
         command.set_defaults(func=func)
-        if name in ("voc", "transfer"):
+        if name in ("linear", "voc", "transfer"):
             command.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
         if name == "voc":
             command.add_argument("--detections", type=Path, required=True)

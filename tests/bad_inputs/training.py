@@ -53,6 +53,7 @@ def _linear(tmp: Path, checkpoint: Path, **overrides) -> Outcome:
     outcome = goodtransfer(
         "linear", "--spec", json.dumps(spec), "--checkpoint", str(checkpoint),
         "--data", str(_shared() / "imagenet"), "--metrics", str(tmp / "metrics.json"),
+        "--state-dir", str(tmp / "state"),
     )  # fmt: skip
     outcome.outputs = [tmp / "metrics.json"]
     return outcome

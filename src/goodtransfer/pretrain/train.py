@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,18 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
 from goodtransfer.data.registry import pretraining_images
 from goodtransfer.device import Compute
-from goodtransfer.finite import check_finite_loss, require_steps
+from goodtransfer.engine import Trainer
+from goodtransfer.engine.hooks import (
+    EpochCheckpoint,
+    EpochEnd,
+    FiniteLoss,
+    History,
+    LrSchedule,
+    ProgressLog,
+    Reseed,
+    TensorBoard,
+)
+from goodtransfer.finite import require_steps
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain import build_method
@@ -56,36 +66,15 @@ def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
     )
 
 
-def _run_epoch(
-    model: nn.Module, loader: DataLoader, optimizer, compute: Compute, progress: Progress, where: dict
-) -> dict[str, float]:
-    """One epoch; ``where`` ({"run", "epoch"}, 1-based) names it if the loss stops being finite."""
-    model.train()
-    total, count, start = 0.0, 0, time.time()
-    per_step = loader.batch_size * ddp.world_size()
-    for images, targets in loader:
+def _loss(compute: Compute) -> Callable[[nn.Module, Any], dict[str, torch.Tensor]]:
+    """The method's loss on one batch of (images or list of views, labels)."""
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = batch
         views = [compute.images(v) for v in images] if isinstance(images, list) else compute.images(images)
-        with compute.autocast():
-            loss = model(views, targets.to(compute.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()  # the sync the loop always had; nothing is saved before the check below
-        check_finite_loss(
-            value,
-            run=where["run"],
-            step=f"epoch {where['epoch']} step {count + 1}",
-            lr=optimizer.param_groups[0]["lr"],
-            fix=f"pretrain.runs.{where['run']}.lr, or its recipe's",
-        )
-        total, count = total + value, count + 1
-        progress.update(loss=total / count)
-    seconds = time.time() - start
-    return {
-        "loss": total / max(count, 1),
-        "img_per_s": count * per_step / max(seconds, 1e-9),
-        "seconds": seconds,
-    }
+        return {"loss": model(views, targets.to(compute.device))}
+
+    return loss
 
 
 def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoch: int) -> Progress:
@@ -202,34 +191,33 @@ def pretrain(
     elif ddp.rank() == 0:  # a fresh start: backbones kept by an earlier run are not this run's
         shutil.rmtree(Path(out).parent / "epochs", ignore_errors=True)
     progress = _progress(spec, data_root, method.two_views, start_epoch)
-    for epoch in range(start_epoch, spec["epochs"]):
-        # Reseeded per (seed, rank, epoch): a resumed epoch draws what it would have drawn, and no
-        # per-rank RNG state needs saving.
-        seed_everything(spec["seed"] * 1_000_003 + ddp.rank() * 10_007 + epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(spec, epoch)
-        loader = _loader(spec, data_root, method.two_views, epoch)
-        summary = {
-            "epoch": epoch + 1,
-            "lr": epoch_lr(spec, epoch),
-            **_run_epoch(
-                model, loader, optimizer, compute, progress, {"run": spec["run"], "epoch": epoch + 1}
-            ),
-        }
-        history.append(summary)
-        if ddp.rank() == 0:
-            _report(spec, epoch, summary)
-        _checkpoint(spec, digest, epoch + 1, method, optimizer, resume, history, out)
+    rank0 = ddp.rank() == 0
+    Trainer(
+        model, optimizer, compute, loss=_loss(compute), epochs=spec["epochs"],
+        batches=lambda epoch: _loader(spec, data_root, method.two_views, epoch),
+        hooks=[
+            # Reseeded per (seed, rank, epoch): a resumed epoch draws what it would have drawn, and no
+            # per-rank RNG state needs saving.
+            Reseed(lambda epoch: seed_everything(spec["seed"] * 1_000_003 + ddp.rank() * 10_007 + epoch)),
+            LrSchedule(lambda trainer: epoch_lr(spec, trainer.epoch)),
+            FiniteLoss(spec["run"], fix=f"pretrain.runs.{spec['run']}.lr, or its recipe's"),
+            ProgressLog(progress),
+            TensorBoard(Path(out).parent / "tensorboard", fresh=start_epoch == 0, enabled=rank0),
+            History(history, spec["batch_size"]),
+            EpochEnd(lambda trainer: rank0 and _report(spec, trainer.epoch, history[-1])),
+            EpochCheckpoint(resume, spec["checkpoint_every"], model=method.state_dict,
+                            extra=lambda: {"history": history}, enabled=rank0),
+            EpochEnd(lambda trainer: _keep_backbone(spec, digest, trainer.epoch + 1, method, Path(out))),
+        ],
+    ).train(start_epoch=start_epoch, start_iter=progress.done)  # fmt: skip
     if ddp.rank() == 0:
         save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))
         write_json(log_json, {**_record(spec, digest), "history": history})
         resume.clear()
 
 
-def _checkpoint(spec, digest, done, method, optimizer, resume: ResumeState, history, out: Path) -> None:
-    """Resumable state every ``checkpoint_every`` epochs; the backbone every ``keep_every`` (Figure 4)."""
-    if (done % spec["checkpoint_every"] == 0 or done == spec["epochs"]) and ddp.rank() == 0:
-        resume.save(model=method.state_dict(), optimizer=optimizer.state_dict(), epoch=done, history=history)
+def _keep_backbone(spec: dict[str, Any], digest: str, done: int, method: nn.Module, out: Path) -> None:
+    """The backbone every ``keep_every`` epochs (Figure 4's training curves)."""
     keep = spec.get("keep_every", 0)
     if keep and done % keep == 0 and ddp.rank() == 0:
         path = out.parent / "epochs" / f"epoch_{done:04d}.pt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,21 @@ from torchvision import transforms as T
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.imagefolder import image_folder
 from goodtransfer.device import Compute
-from goodtransfer.finite import check_finite_loss
+from goodtransfer.engine import Trainer
+from goodtransfer.engine.hooks import (
+    EpochCheckpoint,
+    FiniteLoss,
+    History,
+    LrSchedule,
+    ProgressLog,
+    Reseed,
+    TensorBoard,
+)
 from goodtransfer.io import spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim, pooled_features
 from goodtransfer.pretrain.augment import eval_transform, normalize
-from goodtransfer.resume import seed_everything
+from goodtransfer.progress import Progress
+from goodtransfer.resume import ResumeState, downstream_key, seed_everything
 from goodtransfer.schedule import epoch_lr
 
 
@@ -55,27 +66,6 @@ def _features_of(backbone, batch, compute: Compute, cached: bool) -> torch.Tenso
         return pooled_features(backbone, compute.images(batch)).float()
 
 
-def _train_epoch(
-    backbone, classifier, loader, optimizer, compute: Compute, cached: bool, where: dict
-) -> float:
-    """One epoch; ``where`` ({"run", "epoch"}, 1-based) names it if the loss stops being finite."""
-    total, count = 0.0, 0
-    for inputs, targets in loader:
-        loss = F.cross_entropy(
-            classifier(_features_of(backbone, inputs, compute, cached)), targets.to(compute.device)
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()
-        lr = optimizer.param_groups[0]["lr"]
-        check_finite_loss(
-            value, run=where["run"], step=f"epoch {where['epoch']} step {count + 1}", lr=lr, fix="linear.lr"
-        )
-        total, count = total + value, count + 1
-    return total / max(count, 1)
-
-
 @torch.no_grad()
 def top1(backbone, classifier, loader, compute: Compute, cached: bool) -> float:
     correct = total = 0
@@ -86,24 +76,37 @@ def top1(backbone, classifier, loader, compute: Compute, cached: bool) -> float:
     return 100.0 * correct / max(total, 1)
 
 
-def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metrics_out: Path) -> None:
-    """Train a linear classifier on frozen features of ``checkpoint``; write top-1 on ``val``."""
+def _data(spec: dict[str, Any], backbone, data_root: Path, compute: Compute) -> tuple[Any, Any, bool]:
+    """(train, val, cached): frozen features computed once, or images augmented every epoch."""
+    size = spec["input_size"]
+    val = image_folder(data_root, "val", eval_transform(size))
+    if spec["augment_train"]:
+        augment = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), normalize()])
+        return image_folder(data_root, "train", augment), val, False
+    train = image_folder(data_root, "train", eval_transform(size))
+    return (
+        extract_features(backbone, _batches(train, spec, False), compute),
+        extract_features(backbone, _batches(val, spec, False), compute),
+        True,
+    )
+
+
+def linear_readout(
+    spec: dict[str, Any],
+    checkpoint: Path,
+    data_root: Path,
+    metrics_out: Path,
+    state_dir: Path,
+    data_checks: Sequence[Path] = (),
+) -> None:
+    """Train a linear classifier on frozen features of ``checkpoint``; write top-1 on ``val``. Resumable
+    per epoch (the classifier and its optimizer, keyed on spec, backbone and data)."""
     digest, began = spec_hash(spec), time.time()
     seed_everything(spec["seed"])
     compute = Compute.from_spec(spec)
     backbone, _ = resnet_from_checkpoint(checkpoint)
     backbone = compute.module(backbone).eval()
-    size = spec["input_size"]
-    val = image_folder(data_root, "val", eval_transform(size))
-    cached = not spec["augment_train"]
-    if cached:
-        train = extract_features(
-            backbone, _batches(image_folder(data_root, "train", eval_transform(size)), spec, False), compute
-        )
-        val = extract_features(backbone, _batches(val, spec, False), compute)
-    else:
-        augment = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), normalize()])
-        train = image_folder(data_root, "train", augment)
+    train, val, cached = _data(spec, backbone, data_root, compute)
     num_classes = len(image_folder(data_root, "train", None).classes)
     classifier = nn.Linear(feature_dim(backbone), num_classes).to(compute.device)
     classifier.weight.data.normal_(0, 0.01)  # MoCo lincls init
@@ -111,20 +114,38 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
     optimizer = torch.optim.SGD(
         classifier.parameters(), lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
     )
-    for epoch in range(spec["epochs"]):
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(spec, epoch)
-        loss = _train_epoch(
-            backbone,
-            classifier,
-            _batches(train, spec, True, epoch),
-            optimizer,
-            compute,
-            cached,
-            {"run": spec["run"], "epoch": epoch + 1},
-        )
+    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
+    start, history = 0, []
+    if (state := resume.load()) is not None:
+        classifier.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["epoch"], list(state["history"])
+        print(f"[linear] resuming {spec['run']} from epoch {start}", file=sys.stderr)
+    steps = len(_batches(train, spec, True))
+    progress = Progress(f"linear {spec['run']}", spec["epochs"] * steps, done=start * steps,
+                        items_per_step=spec["batch_size"], unit="img", every=steps)  # fmt: skip
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        inputs, targets = batch
+        return {"loss": F.cross_entropy(model(_features_of(backbone, inputs, compute, cached)),
+                                        targets.to(compute.device))}  # fmt: skip
+
+    Trainer(
+        classifier, optimizer, compute, loss=loss, batches=lambda epoch: _batches(train, spec, True, epoch),
+        epochs=spec["epochs"], autocast=False,
+        hooks=[
+            Reseed(lambda epoch: seed_everything(spec["seed"] * 1009 + epoch)),  # the augmentations' draws
+            LrSchedule(lambda trainer: epoch_lr(spec, trainer.epoch)),
+            FiniteLoss(spec["run"], fix="linear.lr"),
+            ProgressLog(progress),
+            TensorBoard(Path(metrics_out).parent / "tensorboard", fresh=start == 0),
+            History(history, spec["batch_size"]),
+            EpochCheckpoint(resume, 1, model=classifier.state_dict, extra=lambda: {"history": history}),
+        ],
+    ).train(start_epoch=start, start_iter=start * steps)  # fmt: skip
     accuracy = top1(backbone, classifier, _batches(val, spec, False), compute, cached)
-    print(f"[linear] {spec['run']} top-1 {accuracy:.2f} (final train loss {loss:.3f})", file=sys.stderr)
+    loss_value = history[-1]["loss"] if history else float("nan")
+    print(f"[linear] {spec['run']} top-1 {accuracy:.2f} (final train loss {loss_value:.3f})", file=sys.stderr)
     write_json(
         metrics_out,
         {
@@ -133,7 +154,9 @@ def linear_readout(spec: dict[str, Any], checkpoint: Path, data_root: Path, metr
             "config_hash": digest,
             "checkpoint": str(checkpoint),
             "epochs": spec["epochs"],
-            "train_loss": loss,
+            "train_loss": loss_value,
+            "resumed_from": start,
             "seconds": round(time.time() - began, 1),
         },
     )
+    resume.clear()
