@@ -53,6 +53,16 @@ def merged(*overlays: str) -> dict[str, Any]:
     return config
 
 
+@pytest.mark.parametrize("layers", list(LAYERS.values()), ids=list(LAYERS))
+def test_preset_states_no_value_of_the_configs_beneath_it(layers):
+    *beneath, preset = layers
+    repeats = list(repeated_leaves(read_yaml(ROOT / preset), merged(*beneath)))
+    assert not repeats, (
+        f"{preset} repeats the value merged in from {' + '.join(['config.yaml', *beneath])} at "
+        f"{', '.join(repeats)}; delete these keys from {preset} (the merge supplies them)"
+    )
+
+
 @pytest.mark.parametrize("preset", ["presets/paper.yaml", "presets/released.yaml"])
 def test_preset_reads_the_same_in_snakemake_and_in_the_tests(preset):
     # Snakemake reads config files through yte; YAML anchors and merge keys (<<) must mean the same there.
