@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from goodtransfer import config as gtc
 from tests.workflow import ROOT, copy_workflow, planned_jobs, snakemake
 
 
@@ -43,14 +44,18 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
 
 
+def _paper_config() -> dict:
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    return gtc.deep_merge(base, yaml.safe_load((ROOT / "presets/paper.yaml").read_text()))
+
+
 def test_paper_preset_keeps_the_papers_settings():
-    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
-    moco = paper["pretrain"]["recipes"]["mocov2"]
+    # The preset states only what differs from config.yaml: check what the jobs get after the merge.
+    paper = _paper_config()
+    moco = gtc.pretrain_spec(paper, "mocov2-frcgb")
     assert (moco["lr"], moco["moco"]["K"], moco["moco"]["m"], moco["moco"]["T"]) == (0.03, 65536, 0.999, 0.2)
-    assert (
-        paper["pretrain"]["defaults"]["epochs"] == 200 and paper["pretrain"]["defaults"]["batch_size"] == 256
-    )
-    voc = paper["detection"]["voc07"]
+    assert (moco["epochs"], moco["batch_size"]) == (200, 256)
+    voc = gtc.detection_spec(paper, "voc07", "run")
     assert (voc["max_iter"], voc["ims_per_batch"], voc["base_lr"], voc["steps"]) == (
         9000,
         16,
@@ -93,11 +98,7 @@ def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
 
 
 def test_exemplar_and_table10_settings_follow_the_paper():
-    from goodtransfer import config as gtc
-
-    base = yaml.safe_load((ROOT / "config.yaml").read_text())
-    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
-    merged = gtc.deep_merge(base, paper)
+    merged = _paper_config()
     v1, v2 = gtc.pretrain_spec(merged, "exemplarv1"), gtc.pretrain_spec(merged, "exemplarv2")
     assert (v1["method"], v1["moco"]["K"], v1["moco"]["T"], v1["moco"]["mlp"]) == (
         "exemplar",
@@ -118,8 +119,7 @@ def test_exemplar_and_table10_settings_follow_the_paper():
 
 
 def test_voc0712_protocol_adds_voc2012_trainval_with_the_24k_schedule():
-    paper = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
-    voc = paper["detection"]["voc0712"]
+    voc = gtc.detection_spec(_paper_config(), "voc0712", "run")
     assert voc["extra_train"] == [{"dataset": "voc2012", "split": "trainval"}]
     assert (voc["max_iter"], voc["steps"], voc["test_split"]) == (24000, [18000, 22000], "test")
 
