@@ -38,25 +38,30 @@ class Reseed(Hook):
 
 
 class FiniteLoss(Hook):
-    """Stops the job at the first non-finite loss, naming the run, the step and the lr (before any state,
-    checkpoint or metrics file of that step is written)."""
+    """Stops the job at the first non-finite loss, naming the run, the step (``epoch e step s``, or the
+    iteration for iteration-based jobs) and the lr, before any state, checkpoint or metrics file of that
+    step is written (list it before the hooks that write)."""
 
-    def __init__(self, run: str, fix: str) -> None:
-        self.run, self.fix = run, fix
+    def __init__(self, run: str, fix: str, *, iterations: bool = False) -> None:
+        self.run, self.fix, self.iterations = run, fix, iterations
 
     def after_step(self, trainer: Trainer) -> None:
-        where = f"epoch {trainer.epoch + 1} step {trainer.step_in_epoch}"
+        where = trainer.iter if self.iterations else f"epoch {trainer.epoch + 1} step {trainer.step_in_epoch}"
         check_finite_loss(trainer.loss, run=self.run, step=where, lr=trainer.lr, fix=self.fix)
 
 
 class ProgressLog(Hook):
-    """The job's ``Progress`` bar or log line after every step, with the epoch's mean loss."""
+    """The job's ``Progress`` bar or log line after every step: the epoch's mean loss, or (``mean=False``)
+    the step's loss and lr."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
+    def __init__(self, progress: Progress, *, mean: bool = True) -> None:
+        self.progress, self.mean = progress, mean
 
     def after_step(self, trainer: Trainer) -> None:
-        self.progress.update(loss=trainer.epoch_loss)
+        if self.mean:
+            self.progress.update(loss=trainer.epoch_loss)
+        else:
+            self.progress.update(loss=trainer.loss, lr=trainer.lr)
 
 
 class TensorBoard(Hook):
@@ -143,3 +148,32 @@ class EpochEnd(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         self.action(trainer)
+
+
+class IterationCheckpoint(Hook):
+    """Resumable state (model, optimizer, iteration, ``extra()``, the RNG) every ``period`` iterations
+    before the last; the job's outputs follow the last one, so no state is needed there."""
+
+    def __init__(
+        self, resume: ResumeState, period: int, last: int, *, extra: Callable[[], dict[str, Any]] = dict
+    ) -> None:
+        self.resume, self.period, self.last, self.extra = resume, period, last, extra
+
+    def after_step(self, trainer: Trainer) -> None:
+        done = trainer.iter
+        if self.period and done % self.period == 0 and done < self.last:
+            self.resume.save(
+                model=trainer.model.state_dict(), optimizer=trainer.optimizer.state_dict(), iteration=done,
+                **self.extra(),
+            )  # fmt: skip
+
+
+class PeriodicEval(Hook):
+    """``evaluate(iteration)`` every ``period`` iterations before the last (Figure 4's curves)."""
+
+    def __init__(self, period: int, last: int, evaluate: Callable[[int], None]) -> None:
+        self.period, self.last, self.evaluate = period, last, evaluate
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.period and trainer.iter % self.period == 0 and trainer.iter < self.last:
+            self.evaluate(trainer.iter)

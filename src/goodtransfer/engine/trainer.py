@@ -101,7 +101,7 @@ class Trainer:
                 losses = self.loss_fn(self.model, batch)
         else:  # the loss function autocasts what it wants (a frozen backbone, not the classifier)
             losses = self.loss_fn(self.model, batch)
-        total = sum(losses.values())
+        total = sum(value.float() for value in losses.values())  # parts may be bf16 under autocast
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
