@@ -187,3 +187,31 @@ def test_tensorboard_scalars_of_a_tiny_pretraining_and_readout_read_back(imagene
     assert readout["train/lr"][-1][1] == pytest.approx(0.01)  # milestone 2: lr 0.1 -> 0.01
     final = json.loads((out / "metrics.json").read_text())["train_loss"]
     assert readout["epoch/loss"][-1][1] == pytest.approx(final, rel=1e-6)
+
+
+def test_parameter_groups_give_norm_layers_their_own_weight_decay():
+    from goodtransfer.engine.optim import sgd
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    model[2].weight.requires_grad_(False)  # frozen parameters are left out
+    optimizer = sgd(model, {"base_lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "weight_decay_norm": 0.0})
+    decayed, norm = optimizer.param_groups
+    assert {id(p) for p in norm["params"]} == {id(model[1].weight), id(model[1].bias)}
+    assert norm["weight_decay"] == 0.0 and decayed["weight_decay"] == 1e-4
+    assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[0].bias), id(model[2].bias)}
+    plain = sgd(model, {"base_lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4})  # unset: norms decay too
+    assert [group["weight_decay"] for group in plain.param_groups] == [1e-4, 1e-4]
+
+
+def test_precise_bn_sets_running_statistics_to_the_mean_of_the_batch_statistics():
+    from goodtransfer.engine.precise_bn import update_bn_stats
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    batches = [torch.randn(8, 3) * (k + 1) + k for k in range(5)]
+    with torch.no_grad():
+        hidden = [model[0](batch) for batch in batches]
+    count = update_bn_stats(model, batches, lambda m, batch: m(batch))
+    assert count == 5 and model[1].momentum == 0.1  # momentum restored
+    torch.testing.assert_close(model[1].running_mean, torch.stack([h.mean(0) for h in hidden]).mean(0))
+    torch.testing.assert_close(model[1].running_var, torch.stack([h.var(0) for h in hidden]).mean(0))

@@ -187,3 +187,12 @@ def test_released_preset_regenerates_tables_1_to_3_from_the_authors_checkpoints(
     assert protocols == {"voc07": 25 * 5, "coco": 25, "cityscapes": 25}
     assert rules["linear_readout"] == 25 and rules["table_json"] == 6 and "figure4" not in rules
     assert "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/" in done.stdout
+
+
+def test_paper_voc_and_coco_protocols_use_precise_bn_and_no_norm_weight_decay():
+    load = lambda name: yaml.safe_load((ROOT / name).read_text())  # noqa: E731
+    merged = gtc.deep_merge(load("config.yaml"), load("presets/paper.yaml"))
+    specs = [gtc.detection_spec(merged, name, "r") for name in ("voc07", "voc0712", "voc07_curve")]
+    specs.append(gtc.transfer_spec(merged, "coco", "r"))
+    for spec in specs:
+        assert spec["weight_decay_norm"] == 0.0 and spec["precise_bn_iters"] == 200, spec.get("protocol")

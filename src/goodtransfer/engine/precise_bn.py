@@ -52,4 +52,5 @@ class PreciseBN(Hook):
 
     def after_train(self, trainer: Trainer) -> None:
         if self.iterations > 0:
-            update_bn_stats(trainer.model, self.batches(), self.forward)
+            with trainer.compute.autocast():  # the statistics of the forward pass that trained
+                update_bn_stats(trainer.model, self.batches(), self.forward)

@@ -25,8 +25,19 @@ from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.images import open_rgb
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
+from goodtransfer.engine import Trainer
+from goodtransfer.engine.hooks import (
+    FiniteLoss,
+    IterationCheckpoint,
+    LrSchedule,
+    PeriodicEval,
+    ProgressLog,
+    TensorBoard,
+)
+from goodtransfer.engine.optim import sgd
+from goodtransfer.engine.precise_bn import PreciseBN
 from goodtransfer.evaluate.voc_ap import VocEvaluator
-from goodtransfer.finite import check_finite_loss, null_if_nan, require_steps
+from goodtransfer.finite import null_if_nan, require_steps
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, rng_state, seed_everything, set_rng_state
@@ -141,14 +152,17 @@ def _evaluate_between(model, test: Callable[[], dict[str, Any]]) -> dict[str, An
 
 
 def _train(
-    model, data, spec, compute: Compute, resume: ResumeState, test: Callable[[], dict[str, Any]]
+    model,
+    data,
+    spec,
+    compute: Compute,
+    resume: ResumeState,
+    test: Callable[[], dict[str, Any]],
+    log_dir: Path,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Train to ``max_iter``; returns the iteration it started from and the intermediate evaluations."""
     period, curve = spec.get("eval_period") or 0, []
-    protocol = spec.get("protocol", "<protocol>")
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
-    )
+    optimizer = sgd(model, spec)
     start = 0
     if (state := resume.load()) is not None:
         model.load_state_dict(state["model"])
@@ -160,35 +174,46 @@ def _train(
     batches = iter(loader)  # draws a seed from the global RNG: before restoring it, as the first run did
     if state is not None:
         set_rng_state(state["rng"])
-    model.train()
     progress = Progress(
-        f"voc {spec['run']}",
-        spec["max_iter"],
-        done=start,
-        items_per_step=spec["ims_per_batch"],
-        unit="img",
+        f"voc {spec['run']}", spec["max_iter"], done=start, items_per_step=spec["ims_per_batch"], unit="img",
         every=spec["log_period"],
-    )
-    for iteration, (images, targets, _) in enumerate(batches, start=start):
-        for group in optimizer.param_groups:
-            group["lr"] = _iteration_lr(spec, iteration)
-        with compute.autocast():
-            losses = model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done = iteration + 1
-        value, lr = float(loss.detach()), _iteration_lr(spec, iteration)  # read for the progress line anyway
-        check_finite_loss(value, run=spec["run"], step=done, lr=lr, fix=f"detection.{protocol}.base_lr")
-        progress.update(loss=value, lr=lr)
-        if period and done % period == 0 and done < spec["max_iter"]:
-            curve.append(_curve_point(done, _evaluate_between(model, test)))
-        if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
-            resume.save(
-                model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done, curve=curve
-            )
+    )  # fmt: skip
+    last, fix = spec["max_iter"], f"detection.{spec.get('protocol', '<protocol>')}.base_lr"
+
+    def evaluate_at(done: int) -> None:
+        curve.append(_curve_point(done, _evaluate_between(model, test)))
+
+    Trainer(
+        model, optimizer, compute, loss=_loss(compute), batches=lambda epoch: batches, epochs=1,
+        hooks=[
+            LrSchedule(lambda trainer: _iteration_lr(spec, trainer.iter)),
+            FiniteLoss(spec["run"], fix=fix, iterations=True),
+            ProgressLog(progress, mean=False),
+            TensorBoard(log_dir, fresh=start == 0),
+            PeriodicEval(period, last, evaluate_at),
+            IterationCheckpoint(resume, spec["checkpoint_period"], last, extra=lambda: {"curve": curve}),
+            PreciseBN(spec.get("precise_bn_iters", 0), lambda: _bn_batches(data, spec), _loss(compute)),
+        ],
+    ).train(start_iter=start)  # fmt: skip
     return start, curve
+
+
+def _loss(compute: Compute) -> Callable[[torch.nn.Module, Any], dict[str, torch.Tensor]]:
+    def loss(model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets, _ = batch
+        return model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
+
+    return loss
+
+
+def _bn_batches(data: Dataset, spec: dict[str, Any]) -> DataLoader:
+    """``precise_bn_iters`` training batches other than the first ones (seed + 1), as COCO's PreciseBN."""
+    sampler = IterationSampler(
+        len(data), spec["ims_per_batch"], spec["seed"] + 1, 0, spec["precise_bn_iters"], True
+    )
+    generator = torch.Generator().manual_seed(spec["seed"] + 1)  # drawing no seed from the global RNG
+    return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
+                      generator=generator)  # fmt: skip
 
 
 def _to(target: dict[str, torch.Tensor], compute: Compute) -> dict[str, torch.Tensor]:
@@ -265,6 +290,7 @@ def finetune_voc(
         compute,
         resume,
         lambda: evaluate(model, test_records, classes, spec, compute)[0],
+        Path(metrics_out).parent / "tensorboard",
     )
     metrics, detections = evaluate(model, test_records, classes, spec, compute)
     if spec.get("eval_period"):
