@@ -59,7 +59,8 @@ def finished_run(stand_in, tmp_path_factory):
 
 
 def _losses(log: str) -> dict[str, str]:
-    return dict(re.findall(r"iter (\d+)/\d+ loss (\S+)", log))
+    """Iteration -> loss from the progress lines (``[cityscapes tiny] 6/8 loss 2.317 lr ...``)."""
+    return dict(re.findall(r"\[cityscapes \S+\] (\d+)/\d+ loss (\S+)", log))
 
 
 def test_label_ids_map_to_the_19_train_ids_and_the_rest_to_255():

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_util
 
-from goodtransfer.checkpoint import save_backbone
+from goodtransfer.checkpoint import load_torch, save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data import coco
 from goodtransfer.data.synthetic import Placement, Scene, background, random_placement
 from goodtransfer.evaluate.coco import evaluate_coco
+from goodtransfer.finite import DivergedError
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import coco_instance
@@ -270,3 +272,17 @@ def test_run_writes_coco_metrics_and_resumes_to_the_same_result(
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["resumed_from"] == 3
     assert json.loads((out / "again.json").read_text()) == results
+
+
+def test_diverging_run_stops_at_the_first_bad_iteration_keeping_only_finite_state(
+    coco_root, checkpoint, tmp_path, one_thread
+):
+    spec = {**SPEC, "base_lr": 1e8, "warmup_factor": 1.0, "checkpoint_period": 1, "protocol": "coco"}
+    out = tmp_path / "out"
+    with pytest.raises(
+        DivergedError, match=r"run tiny: loss is \S+ at iteration \d+ .*transfer\.coco\.base_lr"
+    ) as err:
+        coco_instance.run(spec, checkpoint, coco_root, out / "metrics.json", out / "state")
+    bad = int(re.search(r"at iteration (\d+)", str(err.value)).group(1))
+    assert not (out / "metrics.json").exists()
+    assert load_torch(out / "state" / "last.pt")["iteration"] == bad - 1  # the bad step's state is not saved

@@ -48,9 +48,15 @@ from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
+from goodtransfer.engine import Trainer
+from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
+from goodtransfer.engine.optim import sgd
+from goodtransfer.engine.precise_bn import PreciseBN
+from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.coco import evaluate_coco
-from goodtransfer.finite import LossWatch, null_if_nan, require_steps, task_key
+from goodtransfer.finite import null_if_nan, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json, write_text
+from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
@@ -266,21 +272,12 @@ def _to(target: dict[str, Any], compute: Compute) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.SGD:
-    """SGD with detectron2's parameter groups: BatchNorm parameters get ``weight_decay_norm``."""
-    norm = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if id(p) not in norm], "weight_decay": spec["weight_decay"]},
-        {"params": [p for p in params if id(p) in norm], "weight_decay": spec["weight_decay_norm"]},
-    ]
-    return torch.optim.SGD(groups, lr=spec["base_lr"], momentum=spec["momentum"])
-
-
 def _train(
-    model: nn.Module, data: CocoInstanceData, spec: dict[str, Any], compute: Compute, resume: ResumeState
-) -> int:
-    optimizer, start = _optimizer(model, spec), 0
+    model: nn.Module, data: CocoInstanceData, spec: dict[str, Any], compute: Compute, resume: ResumeState,
+    log_dir: Path,
+) -> int:  # fmt: skip
+    """Train to ``max_iter`` (resuming from the last state), then PreciseBN; returns the start iteration."""
+    optimizer, start = sgd(model, spec), 0  # BatchNorm parameters get weight_decay_norm
     if (state := resume.load()) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -293,62 +290,53 @@ def _train(
     # Its own generator: creating the loader must not draw from the global RNG that resuming restores.
     loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
                         generator=torch.Generator().manual_seed(spec["seed"]))  # fmt: skip
-    model.train()
-    began = time.time()
-    syncs = (spec["log_period"], spec["checkpoint_period"])  # where the loop reads the loss or saves
-    watch = LossWatch(run=spec["run"], fix=task_key(spec, "base_lr"), every=syncs, last=spec["max_iter"])
-    for iteration, (images, targets, _) in enumerate(loader, start=start):
-        lr = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"]) * step(
-            spec["base_lr"], iteration, spec["steps"]
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with compute.autocast():
-            losses = model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
-        loss = sum(v.float() for v in losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done = iteration + 1
-        watch.update(loss, step=done, lr=lr)
-        if done % spec["log_period"] == 0 or done == spec["max_iter"]:
-            rate = (done - start) / max(time.time() - began, 1e-9)
-            print(
-                f"[coco] {spec['run']} iter {done}/{spec['max_iter']} loss {loss.item():.3f} "
-                f"(mask {losses['loss_mask'].item():.3f}) lr {lr:.5f} {rate:.2f} it/s "
-                f"ETA {(spec['max_iter'] - done) / rate:.0f}s",
-                file=sys.stderr,
-            )
-        if done % spec["checkpoint_period"] == 0 and done < spec["max_iter"]:
-            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
+    last = spec["max_iter"]
+    progress = Progress(f"coco {spec['run']}", last, done=start, items_per_step=spec["ims_per_batch"],
+                        unit="img", every=spec["log_period"])  # fmt: skip
+    loss = _loss(compute)
+    Trainer(
+        model, optimizer, compute, loss=loss, batches=lambda epoch: loader, epochs=1,
+        hooks=[
+            LrSchedule(lambda trainer: _iteration_lr(spec, trainer.iter)),
+            FiniteLoss(spec["run"], fix=task_key(spec, "base_lr"), iterations=True),
+            ProgressLog(progress, mean=False),
+            TensorBoard(log_dir, fresh=start == 0),
+            IterationCheckpoint(resume, spec["checkpoint_period"], last),
+            PreciseBN(spec["precise_bn_iters"], lambda: _precise_bn(data, spec), _autocast(loss, compute)),
+        ],
+    ).train(start_iter=start)  # fmt: skip
     return start
 
 
-@torch.no_grad()
-def _precise_bn(model: nn.Module, data: CocoInstanceData, spec: dict[str, Any], compute: Compute) -> None:
-    """detectron2's PreciseBN hook (MoCo's TEST.PRECISE_BN): after training, every BatchNorm's running
-    statistics become the mean of its batch statistics over ``precise_bn_iters`` training batches."""
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    if spec["precise_bn_iters"] <= 0 or not norms:
-        return
-    momenta = [bn.momentum for bn in norms]
-    sums = [(torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var)) for bn in norms]
-    for bn in norms:
-        bn.momentum = 1.0  # running stats := this batch's stats
-    seed = spec["seed"] + 1  # batches other than the first training ones
-    sampler = IterationSampler(len(data), spec["ims_per_batch"], seed, 0, spec["precise_bn_iters"], True)
-    loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
-    model.train()
-    for k, (images, targets, _) in enumerate(loader):
+def _iteration_lr(spec: dict[str, Any], iteration: int) -> float:
+    warm = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"])
+    return warm * step(spec["base_lr"], iteration, spec["steps"])
+
+
+def _loss(compute: Compute) -> LossFn:
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets, _ = batch
+        return model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
+
+    return loss
+
+
+def _autocast(forward: LossFn, compute: Compute) -> LossFn:
+    """``forward`` under the job's autocast, as the training steps ran (PreciseBN's statistics)."""
+
+    def run(model: nn.Module, batch: Any) -> Any:
         with compute.autocast():
-            model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
-        for bn, (mean, var) in zip(norms, sums, strict=True):
-            mean += (bn.running_mean - mean) / (k + 1)
-            var += (bn.running_var - var) / (k + 1)
-    for bn, (mean, var), momentum in zip(norms, sums, momenta, strict=True):
-        bn.running_mean.copy_(mean)
-        bn.running_var.copy_(var)
-        bn.momentum = momentum
+            return forward(model, batch)
+
+    return run
+
+
+def _precise_bn(data: CocoInstanceData, spec: dict[str, Any]) -> DataLoader:
+    """The ``precise_bn_iters`` training batches PreciseBN averages over (seed + 1: not the first ones).
+    Unlike training's, this loader draws its seed from the global RNG, as it always has."""
+    seed, iterations = spec["seed"] + 1, spec["precise_bn_iters"]
+    sampler = IterationSampler(len(data), spec["ims_per_batch"], seed, 0, iterations, True)
+    return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
 
 
 def _results(image_id: int, output: dict[str, torch.Tensor], category_ids: Sequence[int]) -> list[dict]:
@@ -424,8 +412,7 @@ def run(
     began = time.time()
     data = CocoInstanceData(train.records)
     resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
-    start = _train(model, data, spec, compute, resume)
-    _precise_bn(model, data, spec, compute)
+    start = _train(model, data, spec, compute, resume, Path(metrics_out).parent / "tensorboard")
     metrics, results = evaluate(model, test, spec, compute)
     out = Path(detections_out) if detections_out else Path(metrics_out).parent / "coco_instances_results.json"
     write_text(out, json.dumps(results))

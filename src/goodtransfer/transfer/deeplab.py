@@ -51,11 +51,15 @@ from goodtransfer.checkpoint_import import infer_arch, resnet_from_checkpoint
 from goodtransfer.data.cityscapes import IGNORE, load_split, read_train_ids
 from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
+from goodtransfer.engine import Trainer
+from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
+from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationEvaluator
-from goodtransfer.finite import LossWatch, null_if_nan, require_steps, task_key
+from goodtransfer.finite import null_if_nan, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.transfer.voc_detection import IterationSampler
 
@@ -312,8 +316,10 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def _train(
-    model: DeepLabV3, data: CityscapesData, spec: dict[str, Any], compute: Compute, resume: ResumeState
-) -> int:
+    model: DeepLabV3, data: CityscapesData, spec: dict[str, Any], compute: Compute, resume: ResumeState,
+    log_dir: Path,
+) -> int:  # fmt: skip
+    """Train to ``max_iter``, resuming from the last state; returns the iteration it started from."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=spec["base_lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
     )
@@ -325,37 +331,42 @@ def _train(
         print(f"[cityscapes] resuming {spec['run']} from iteration {start}", file=sys.stderr)
     require_steps(len(data), run=spec["run"], images=len(data), batch=spec["ims_per_batch"], drop_last=False,
                   fix="add images to the training split")  # fmt: skip
-    sampler = SegmentationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"])
+    last = spec["max_iter"]
+    sampler = SegmentationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, last)
     batches = iter(DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"]))
     if state is not None:  # after the loader drew its seed, so dropout masks match an uninterrupted run
         set_rng_state(state["rng"])
-    model.train()
-    began, max_iter = time.time(), spec["max_iter"]
-    syncs = (spec["log_period"], spec["checkpoint_period"])  # where the loop reads the loss or saves
-    watch = LossWatch(run=spec["run"], fix=task_key(spec, "base_lr"), every=syncs, last=max_iter)
-    for iteration, (images, targets) in enumerate(batches, start=start):
-        lr = poly_lr(spec["base_lr"], iteration, max_iter, spec["power"], spec["min_lr"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    progress = Progress(f"cityscapes {spec['run']}", last, done=start, items_per_step=spec["ims_per_batch"],
+                        unit="img", every=spec["log_period"])  # fmt: skip
+    Trainer(
+        model, optimizer, compute, loss=_loss(spec, compute), batches=lambda epoch: batches, epochs=1,
+        autocast=False,
+        hooks=[
+            LrSchedule(lambda t: poly_lr(spec["base_lr"], t.iter, last, spec["power"], spec["min_lr"])),
+            FiniteLoss(spec["run"], fix=task_key(spec, "base_lr"), iterations=True),
+            ProgressLog(progress, mean=False),
+            TensorBoard(log_dir, fresh=start == 0),
+            IterationCheckpoint(resume, spec["checkpoint_period"], last),
+        ],
+    ).train(start_iter=start)  # fmt: skip
+    return start
+
+
+def _loss(spec: dict[str, Any], compute: Compute) -> LossFn:
+    """The decode head's CE and the auxiliary head's, weighted; the network runs under the job's
+    autocast, the losses in fp32 on its logits."""
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = batch
         targets = targets.to(compute.device)
         with compute.autocast():
             logits, aux = model(compute.images(images))
-        loss = segmentation_loss(logits, targets) + spec["aux_weight"] * segmentation_loss(aux, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done = iteration + 1
-        watch.update(loss, step=done, lr=lr)
-        if done % spec["log_period"] == 0 or done == max_iter:
-            rate = (done - start) / max(time.time() - began, 1e-9)
-            print(
-                f"[cityscapes] {spec['run']} iter {done}/{max_iter} loss {loss.item():.3f} lr {lr:.5f} "
-                f"{rate:.2f} it/s ETA {(max_iter - done) / rate:.0f}s",
-                file=sys.stderr,
-            )
-        if done % spec["checkpoint_period"] == 0 and done < max_iter:
-            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), iteration=done)
-    return start
+        return {
+            "loss_decode": segmentation_loss(logits, targets),
+            "loss_aux": spec["aux_weight"] * segmentation_loss(aux, targets),
+        }
+
+    return loss
 
 
 @torch.no_grad()
@@ -408,7 +419,8 @@ def run(
     model = compute.module(build_from_checkpoint(spec, Path(checkpoint)))
     began = time.time()
     resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
-    start = _train(model, CityscapesData(train_pairs, spec), spec, compute, resume)
+    log_dir = Path(metrics_out).parent / "tensorboard"
+    start = _train(model, CityscapesData(train_pairs, spec), spec, compute, resume, log_dir)
     metrics = evaluate(model, CityscapesData(val_pairs, spec), spec, compute)
     print(
         f"[cityscapes] {spec['run']} val mIoU {metrics['mIoU']:.2f} aAcc {metrics['aAcc']:.2f}",
