@@ -302,7 +302,7 @@ def _train(
             ProgressLog(progress, mean=False),
             TensorBoard(log_dir, fresh=start == 0),
             IterationCheckpoint(resume, spec["checkpoint_period"], last),
-            PreciseBN(spec["precise_bn_iters"], lambda: _precise_bn(data, spec), _autocast(loss, compute)),
+            PreciseBN(spec["precise_bn_iters"], lambda: _precise_bn(data, spec), loss),
         ],
     ).train(start_iter=start)  # fmt: skip
     return start
@@ -319,16 +319,6 @@ def _loss(compute: Compute) -> LossFn:
         return model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
 
     return loss
-
-
-def _autocast(forward: LossFn, compute: Compute) -> LossFn:
-    """``forward`` under the job's autocast, as the training steps ran (PreciseBN's statistics)."""
-
-    def run(model: nn.Module, batch: Any) -> Any:
-        with compute.autocast():
-            return forward(model, batch)
-
-    return run
 
 
 def _precise_bn(data: CocoInstanceData, spec: dict[str, Any]) -> DataLoader:
