@@ -32,8 +32,9 @@ from torchvision.models.resnet import ResNet
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.device import Compute
+from goodtransfer.engine import Hook, Trainer
+from goodtransfer.engine.hooks import FiniteLoss
 from goodtransfer.evaluate.perceptual import perceptual_from_spec
-from goodtransfer.finite import check_finite_loss
 from goodtransfer.io import InputError, spec_hash, write_bytes, write_json
 from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.resume import file_digest
@@ -143,6 +144,23 @@ def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
 
 
+class _InversionLog(Hook):
+    """Keeps every step's feature MSE and prints one every ``every`` steps."""
+
+    def __init__(self, losses: list[float], total: int, every: int) -> None:
+        self.losses, self.total, self.every, self.began = losses, total, every, time.time()
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.losses.append(trainer.loss)
+        step = trainer.iter
+        if self.every and step % self.every == 0:
+            print(
+                f"[inversion]   step {step}/{self.total} feature MSE {trainer.loss:.5f} "
+                f"({(time.time() - self.began) / step:.2f} s/step)",
+                file=sys.stderr,
+            )
+
+
 def invert(
     backbone: ResNet, target_image: torch.Tensor, spec: dict[str, Any], compute: Compute
 ) -> Reconstruction:
@@ -173,23 +191,16 @@ def invert(
             backbone, compute.images((target_image[None].to(compute.device) - mean) / std)
         )
         target = target.float()
-    optimizer = torch.optim.Adam(generator.parameters(), lr=spec["lr"])
-    losses, log_every, began = [], spec.get("log_every", 0), time.time()
-    for step in range(spec["iterations"]):
-        with compute.autocast():
-            loss = loss_of(generate()[0])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        check_finite_loss(losses[-1], run=spec.get("run", "inversion"), step=step + 1, lr=spec["lr"],
-                          fix="the inversion figure's lr")  # fmt: skip
-        if log_every and (step + 1) % log_every == 0:
-            print(
-                f"[inversion]   step {step + 1}/{spec['iterations']} feature MSE {losses[-1]:.5f} "
-                f"({(time.time() - began) / (step + 1):.2f} s/step)",
-                file=sys.stderr,
-            )
+    losses: list[float] = []
+    Trainer(
+        generator, torch.optim.Adam(generator.parameters(), lr=spec["lr"]), compute, epochs=1,
+        loss=lambda model, step: {"feature_mse": loss_of(generate()[0])},
+        batches=lambda epoch: range(spec["iterations"]),
+        hooks=[
+            FiniteLoss(spec.get("run", "inversion"), fix="the inversion figure's lr", iterations=True),
+            _InversionLog(losses, spec["iterations"], spec.get("log_every", 0)),
+        ],
+    ).train()  # fmt: skip
     with torch.no_grad(), compute.autocast():  # still train mode, as during fitting and in the authors' code
         backbone_input, image = generate()
         losses.append(loss_of(backbone_input).item())
