@@ -13,6 +13,8 @@ import torch
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.data import miniimagenet as mini
+from goodtransfer.device import Compute
+from goodtransfer.finite import DivergedError
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import fewshot
@@ -180,6 +182,14 @@ def test_batched_training_matches_nn_linear_with_torch_sgd_per_episode() -> None
         with torch.no_grad():
             assert torch.equal((queries[e] @ w[e].T + b[e]).argmax(1), reference(queries[e]).argmax(1))
     assert not torch.allclose(w, w0)
+
+
+def test_base_classifier_that_diverges_stops_naming_the_step_and_base_lr() -> None:
+    cpu = Compute.from_spec({"device": "cpu", "precision": "fp32", "channels_last": False})
+    x, y = torch.randn(40, 8) * 1e20, torch.arange(40) % 4
+    spec = _spec(base_lr=1e20, protocol="fewshot")
+    with pytest.raises(DivergedError, match=r"loss is nan at epoch 1 step 2 .*transfer\.fewshot\.base_lr"):
+        fewshot.base_accuracy((x, y), (x, y), spec, cpu)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -281,20 +281,20 @@ def test_resume_after_interrupted_epoch_ends_with_bitwise_same_weights(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_epoch, calls = protocol._train_epoch, []
+    real_loader, calls = protocol._loader, []
 
-    def dies_in_second_epoch(*args: Any) -> float:
+    def dies_in_second_epoch(*args: Any) -> Any:
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed during epoch 2")
-        return real_epoch(*args)
+        return real_loader(*args)
 
-    monkeypatch.setattr(protocol, "_train_epoch", dies_in_second_epoch)
+    monkeypatch.setattr(protocol, "_loader", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         protocol.run(TINY_SPEC, random_checkpoint, tiny_root, tmp_path / "metrics.json", tmp_path / "state")
     assert not (tmp_path / "metrics.json").exists()
     assert load_torch(tmp_path / "state" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(protocol, "_train_epoch", real_epoch)
+    monkeypatch.setattr(protocol, "_loader", real_loader)
     protocol.run(TINY_SPEC, random_checkpoint, tiny_root, tmp_path / "metrics.json", tmp_path / "state")
     whole, resumed = (json.loads((d / "metrics.json").read_text()) for d in (finished_run, tmp_path))
     assert resumed["resumed_from"] == 1

@@ -62,11 +62,14 @@ from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.images import open_rgb
 from goodtransfer.data.miniimagenet import base_class_split, load_split
 from goodtransfer.device import Compute
+from goodtransfer.engine import Trainer
+from goodtransfer.engine.hooks import FiniteLoss, LrSchedule, ProgressLog
 from goodtransfer.evaluate.fewshot import mean_and_ci95
-from goodtransfer.finite import DivergedError, LossWatch, require_steps, task_key
+from goodtransfer.finite import DivergedError, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import pooled_features
 from goodtransfer.pretrain.augment import normalize
+from goodtransfer.progress import Progress
 from goodtransfer.resume import clear_state, dataset_digest, file_digest, seed_everything
 from goodtransfer.schedule import step
 
@@ -333,8 +336,9 @@ def select_lr(
 Labelled = tuple[torch.Tensor, torch.Tensor]  # (features, labels)
 
 
-def base_accuracy(train: Labelled, val: Labelled, spec: dict[str, Any], device: torch.device) -> float:
+def base_accuracy(train: Labelled, val: Labelled, spec: dict[str, Any], compute: Compute) -> float:
     """MoCo lincls on cached features: N(0, 0.01) init, SGD, lr x0.1 at ``base_milestones``; val top-1 (%)."""
+    device = compute.device
     x, y = train[0].to(device), train[1].to(device)
     classifier = nn.Linear(x.shape[1], int(torch.cat([train[1], val[1]]).max()) + 1).to(device)
     # Own generator: cached and fresh features must give the same init (DataLoaders consume the global RNG).
@@ -343,28 +347,26 @@ def base_accuracy(train: Labelled, val: Labelled, spec: dict[str, Any], device: 
     classifier.bias.data.zero_()
     optimizer = torch.optim.SGD(classifier.parameters(), lr=spec["base_lr"], momentum=spec["base_momentum"],
                                 weight_decay=spec["base_weight_decay"])  # fmt: skip
-    began, loss = time.time(), torch.zeros(())
-    per_epoch, log_every = -(-len(x) // spec["base_batch_size"]), max(1, spec["base_epochs"] // 10)
+    per_epoch, epochs = -(-len(x) // spec["base_batch_size"]), spec["base_epochs"]
     require_steps(per_epoch, run=spec["run"], images=len(x), batch=spec["base_batch_size"], drop_last=False,
                   fix="add images to the base classes' training split")  # fmt: skip
-    watch = LossWatch(run=spec["run"], fix=task_key(spec, "base_lr"), every=[per_epoch * log_every],
-                      last=per_epoch * spec["base_epochs"])  # fmt: skip
-    for epoch in range(spec["base_epochs"]):
-        for group in optimizer.param_groups:
-            group["lr"] = step(spec["base_lr"], epoch, spec["base_milestones"])
+    every = per_epoch * max(1, epochs // 10)  # ten log lines
+    progress = Progress(f"fewshot {spec['run']} base", epochs * per_epoch, unit="img",
+                        items_per_step=spec["base_batch_size"], every=every)  # fmt: skip
+
+    def batches(epoch: int) -> tuple[torch.Tensor, ...]:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(spec["seed"] * 1009 + epoch))
-        for index, batch in enumerate(order.to(device).split(spec["base_batch_size"]), start=1):
-            loss = F.cross_entropy(classifier(x[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            watch.update(loss, step=epoch * per_epoch + index, lr=optimizer.param_groups[0]["lr"])
-        done = epoch + 1
-        if done % log_every == 0 or done == spec["base_epochs"]:
-            rate = done / max(time.time() - began, 1e-9)
-            left = (spec["base_epochs"] - done) / rate
-            epochs = f"{done}/{spec['base_epochs']}"
-            _log(spec, f"base iter {epochs} loss {loss.item():.3f} {rate:.2f} it/s ETA {left:.0f}s")
+        return order.to(device).split(spec["base_batch_size"])
+
+    Trainer(
+        classifier, optimizer, compute, batches=batches, epochs=epochs, autocast=False,
+        loss=lambda model, batch: {"loss": F.cross_entropy(model(x[batch]), y[batch])},
+        hooks=[
+            LrSchedule(lambda trainer: step(spec["base_lr"], trainer.epoch, spec["base_milestones"])),
+            FiniteLoss(spec["run"], fix=task_key(spec, "base_lr")),
+            ProgressLog(progress),
+        ],
+    ).train()  # fmt: skip
     with torch.no_grad():
         predicted = classifier(val[0].to(device)).argmax(dim=1).cpu()
     return float((predicted == val[1]).double().mean() * 100.0)
@@ -430,7 +432,7 @@ def run(
         _log(spec, f"{shot}-shot {mean:.2f} +- {ci95:.2f} over {len(acc)} episodes (lr {lr})")
     parts = base_class_split(data_root, spec["base_held_out"], spec["base_split_seed"])
     base = {name: (features(name, paths), torch.tensor(labels)) for name, (paths, labels) in parts.items()}
-    metrics["base_acc"] = base_accuracy(base["base_train"], base["base_val"], spec, compute.device)
+    metrics["base_acc"] = base_accuracy(base["base_train"], base["base_val"], spec, compute)
     _log(spec, f"base-class accuracy {metrics['base_acc']:.2f}")
     metrics.update(selected_lr=lr, episodes=spec["episodes"], n_way=spec["n_way"], n_query=spec["n_query"])
     metrics.update(run=spec["run"], config_hash=spec_hash(spec), checkpoint=str(checkpoint))

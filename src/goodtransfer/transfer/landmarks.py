@@ -43,8 +43,18 @@ from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.celeba import landmarks, mafl_samples
 from goodtransfer.data.images import open_rgb
 from goodtransfer.device import Compute
+from goodtransfer.engine import Hook, Trainer
+from goodtransfer.engine.hooks import (
+    EpochCheckpoint,
+    EpochEnd,
+    FiniteLoss,
+    LrSchedule,
+    ProgressLog,
+    TensorBoard,
+)
+from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.landmarks import landmark_error
-from goodtransfer.finite import check_finite_loss, require_steps, task_key
+from goodtransfer.finite import require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim
 from goodtransfer.pretrain.augment import normalize
@@ -177,30 +187,50 @@ def _pinned(compute: Compute) -> bool:
     return compute.device.type == "cuda"
 
 
-def _train_epoch(
-    model, loader: DataLoader, optimizer, compute: Compute, progress: Progress, where: dict
-) -> float:
-    """One pass over ``loader``; the mean per-sample MSE of the normalised coordinates. ``where``
-    ({"run", "protocol", "epoch"}) names the step if the loss stops being finite."""
-    model.train()
-    total, count = torch.zeros((), device=compute.device), 0
-    for step, (images, targets, _) in enumerate(loader, start=1):
+def _loader(data: MaflData, spec: dict[str, Any], compute: Compute, epoch: int) -> DataLoader:
+    batches = epoch_batches(len(data), spec["batch_size"], spec["seed"], epoch, spec["flip"])
+    return DataLoader(data, batch_sampler=batches, num_workers=spec["workers"], pin_memory=_pinned(compute))
+
+
+def _loss(compute: Compute) -> LossFn:
+    """MSE of the normalised coordinates, in fp32 on the network's output (the forward autocasts)."""
+
+    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets, _ = batch
         with compute.autocast():
             outputs = model(compute.images(images))
-        loss = F.mse_loss(outputs.float(), targets.to(compute.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total, count = total + loss.detach() * len(targets), count + len(targets)
-        value, lr = float(loss.detach()), optimizer.param_groups[0]["lr"]  # read every step for progress
-        check_finite_loss(value, run=where["run"], step=f"epoch {where['epoch']} step {step}", lr=lr,
-                          fix=task_key(where, "lr"))  # fmt: skip
-        progress.update(loss=value, lr=lr)
-    return float(total) / max(count, 1)
+        return {"mse": F.mse_loss(outputs.float(), targets.to(compute.device))}
+
+    return loss
 
 
-def train(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Compute, resume: ResumeState):
-    """Fine-tune for ``spec['epochs']`` from the saved state if any; returns (start epoch, epoch losses)."""
+class SampleMeanLoss(Hook):
+    """Appends each epoch's mean per-sample loss to ``losses``: a short last batch weighs by its size
+    (``sizes``: the images of each step), summed in fp32 as the loss itself is."""
+
+    def __init__(self, losses: list[float], sizes: Sequence[int]) -> None:
+        self.losses, self.sizes, self.total = losses, list(sizes), torch.zeros(())
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        self.total = torch.zeros(())
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.total = self.total + torch.tensor(trainer.loss) * self.sizes[trainer.step_in_epoch - 1]
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        self.losses.append(float(self.total) / sum(self.sizes))
+
+
+def train(
+    model: nn.Module,
+    data: MaflData,
+    spec: dict[str, Any],
+    compute: Compute,
+    resume: ResumeState,
+    log_dir: Path,
+) -> tuple[int, list[float]]:
+    """Fine-tune for ``spec['epochs']`` from the saved state if any, TensorBoard scalars in ``log_dir``;
+    returns (start epoch, epoch losses)."""
     optimizer = _optimizer(model, spec)
     start, losses = 0, []
     if (state := resume.load()) is not None:
@@ -208,32 +238,31 @@ def train(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Compu
         optimizer.load_state_dict(state["optimizer"])
         start, losses = state["epoch"], list(state["losses"])
         set_rng_state(state["rng"])
-    per_epoch = len(epoch_batches(len(data), spec["batch_size"], spec["seed"], 0, False))
-    require_steps(per_epoch, run=spec["run"], images=len(data), batch=spec["batch_size"], drop_last=False,
+    sizes = [len(batch) for batch in epoch_batches(len(data), spec["batch_size"], spec["seed"], 0, False)]
+    require_steps(len(sizes), run=spec["run"], images=len(data), batch=spec["batch_size"], drop_last=False,
                   fix="list images in MAFL/training.txt")  # fmt: skip
-    progress = Progress(
-        f"landmarks {spec['run']}",
-        spec["epochs"] * per_epoch,
-        done=start * per_epoch,
-        items_per_step=spec["batch_size"],
-        unit="img",
-        every=spec["log_period"],
-    )
-    for epoch in range(start, spec["epochs"]):
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(spec, epoch)
-        batches = epoch_batches(len(data), spec["batch_size"], spec["seed"], epoch, spec["flip"])
-        loader = DataLoader(
-            data, batch_sampler=batches, num_workers=spec["workers"], pin_memory=_pinned(compute)
-        )
-        where = {"run": spec["run"], "protocol": spec.get("protocol"), "epoch": epoch + 1}
-        losses.append(_train_epoch(model, loader, optimizer, compute, progress, where))
-        done = epoch + 1
-        print(
-            f"[landmarks] {spec['run']} epoch {done}/{spec['epochs']} loss {losses[-1]:.5f}", file=sys.stderr
-        )
-        if done % spec["checkpoint_period"] == 0 or done == spec["epochs"]:
-            resume.save(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=done, losses=losses)
+    per_epoch, epochs = len(sizes), spec["epochs"]
+    progress = Progress(f"landmarks {spec['run']}", epochs * per_epoch, done=start * per_epoch,
+                        items_per_step=spec["batch_size"], unit="img", every=spec["log_period"])  # fmt: skip
+
+    def report(trainer: Trainer) -> None:
+        print(f"[landmarks] {spec['run']} epoch {trainer.epoch + 1}/{epochs} loss {losses[-1]:.5f}",
+              file=sys.stderr)  # fmt: skip
+
+    Trainer(
+        model, optimizer, compute, loss=_loss(compute), epochs=epochs, autocast=False,
+        batches=lambda epoch: _loader(data, spec, compute, epoch),
+        hooks=[
+            LrSchedule(lambda trainer: epoch_lr(spec, trainer.epoch)),
+            FiniteLoss(spec["run"], fix=task_key(spec, "lr")),
+            ProgressLog(progress, mean=False),
+            TensorBoard(log_dir, fresh=start == 0),
+            SampleMeanLoss(losses, sizes),
+            EpochEnd(report),
+            EpochCheckpoint(resume, spec["checkpoint_period"], model=model.state_dict,
+                            extra=lambda: {"losses": losses}),
+        ],
+    ).train(start_epoch=start, start_iter=start * per_epoch)  # fmt: skip
     return start, losses
 
 
@@ -274,7 +303,7 @@ def run(
     backbone, _ = resnet_from_checkpoint(checkpoint)
     model = compute.module(LandmarkRegressor(backbone, size, spec["head_channels"], spec["leaky_slope"]))
     resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
-    start, losses = train(model, train_data, spec, compute, resume)
+    start, losses = train(model, train_data, spec, compute, resume, Path(metrics_out).parent / "tensorboard")
     error = landmark_error(predict(model, test_data, spec, compute), test_points)
     write_json(
         metrics_out,
