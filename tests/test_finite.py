@@ -13,7 +13,7 @@ import torch
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.data.synthetic import generate_imagenet, generate_voc
-from goodtransfer.finite import DivergedError, LossWatch, ZeroStepsError, null_if_nan
+from goodtransfer.finite import DivergedError, ZeroStepsError, null_if_nan
 from goodtransfer.io import InputError, read_json, read_yaml, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain.train import pretrain
@@ -117,14 +117,6 @@ def test_voc_with_an_empty_training_split_fails_naming_the_split_file_before_tra
         voc_detection.finetune_voc(
             _voc_spec(), voc / "random.pt", root, tmp_path / "m.json", tmp_path / "d.json", tmp_path / "s"
         )
-
-
-def test_loss_watch_reports_the_first_bad_iteration_at_the_next_sync_point():
-    watch = LossWatch(run="coco-r", fix="transfer.coco.base_lr", every=[5], last=12)
-    for step in range(1, 5):  # iteration 3 diverges; nothing is read (no sync) before iteration 5
-        watch.update(torch.tensor(math.nan if step >= 3 else 1.0), step=step, lr=0.1 * step)
-    with pytest.raises(DivergedError, match=r"run coco-r: loss is nan at iteration 3 \(lr 0.3\)"):
-        watch.update(torch.tensor(math.nan), step=5, lr=0.5)
 
 
 def test_write_json_refuses_nan_naming_the_file_and_key_path(tmp_path):

@@ -1,14 +1,13 @@
 """Results that cannot be right stop the job: a non-finite loss, an epoch of zero steps, a NaN metric.
 
-Training loops check the loss value they already read for logging (no extra GPU sync); a loop that reads
-it only every few iterations keeps the first bad iteration on the device (``LossWatch``) and looks at it
-where it already syncs. A failed check raises before any checkpoint, metrics or log is written.
+The training loop (``engine.Trainer``) reads each step's loss once and its ``FiniteLoss`` hook checks it
+here, before any checkpoint, metrics or log of that step is written.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -43,29 +42,6 @@ def check_finite_loss(loss: float | torch.Tensor, *, run: str, step: int | str, 
             f"run {run}: loss is {value} at {where} (lr {lr:g}); training diverged: lower the learning "
             f"rate ({fix}) or check the inputs"
         )
-
-
-class LossWatch:
-    """For loops that read the loss every ``every`` iterations: ``update`` records on the device the first
-    iteration whose loss is not finite and checks it (``check_finite_loss``'s message) only on iterations
-    where the loop syncs anyway: multiples of ``every`` (log and checkpoint periods) and ``last``."""
-
-    def __init__(self, *, run: str, fix: str, every: Iterable[int], last: int) -> None:
-        self.run, self.fix, self.every, self.last = run, fix, [n for n in every if n > 0], last
-        self.first: torch.Tensor | None = None  # -1, or the first bad iteration
-        self.lrs: dict[int, float] = {}  # the lr of each iteration since the last check
-
-    def update(self, loss: torch.Tensor, *, step: int, lr: float) -> None:
-        bad = ~torch.isfinite(loss.detach())
-        if self.first is None:
-            self.first = torch.full((), -1, dtype=torch.long, device=loss.device)
-        self.first = torch.where(bad & (self.first < 0), step, self.first)
-        self.lrs[step] = lr
-        if step == self.last or any(step % n == 0 for n in self.every):
-            first = int(self.first)  # the loop reads the loss or saves its state here: the sync is paid
-            if first >= 0:
-                check_finite_loss(math.nan, run=self.run, step=first, lr=self.lrs[first], fix=self.fix)
-            self.lrs.clear()
 
 
 def require_steps(steps: int, *, run: str, images: int, batch: int, drop_last: bool, fix: str) -> None:
