@@ -108,6 +108,7 @@ def _check_trained(spec, out, state, log_json, method: str) -> dict:
     assert log["run"] == "tiny" and log["history"] == [] and log["task_metrics"]["run"] == "tiny"
     assert log["spec"] == spec
     assert not state.exists(), "the resumable state outlived the finished run"
+    assert any((out.parent / "tensorboard").iterdir()), "the task's TensorBoard scalars were not kept"
     return log["task_metrics"]
 
 

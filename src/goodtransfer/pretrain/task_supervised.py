@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,4 +117,8 @@ def train_task_backbone(
             "task_metrics": read_json(metrics),
         },
     )
+    events, kept = state_dir / "tensorboard", Path(out).parent / "tensorboard"  # the task's scalars stay
+    if events.is_dir():
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.move(events, kept)
     clear_state(state_dir)
