@@ -15,9 +15,9 @@ from PIL import Image
 
 from goodtransfer.checkpoint import load_torch, save_backbone
 from goodtransfer.data import celeba
+from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
-from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.transfer import landmarks as protocol
 
 HEADER = " ".join(celeba.LANDMARK_HEADER)

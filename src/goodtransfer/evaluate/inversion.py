@@ -31,11 +31,11 @@ from torchvision import transforms as T
 from torchvision.models.resnet import ResNet
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.perceptual import perceptual_from_spec
 from goodtransfer.finite import check_finite_loss
 from goodtransfer.io import InputError, spec_hash, write_bytes, write_json
-from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.resume import file_digest
 
 GENERATOR_KEYS = ("noise_channels", "channels_down", "channels_up", "channels_skip", "kernel_sizes", "output")

@@ -47,6 +47,7 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
+from goodtransfer.data.samplers import IterationSampler
 from goodtransfer.device import Compute
 from goodtransfer.evaluate.coco import evaluate_coco
 from goodtransfer.finite import LossWatch, null_if_nan, require_steps, task_key
@@ -54,7 +55,6 @@ from goodtransfer.io import InputError, spec_hash, write_json, write_text
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
-from goodtransfer.transfer.voc_detection import IterationSampler
 
 SPEC_KEYS = (
     "train_splits", "test_split", "max_iter", "ims_per_batch", "base_lr", "momentum", "weight_decay",

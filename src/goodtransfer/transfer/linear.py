@@ -20,11 +20,11 @@ from torchvision import transforms as T
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.imagefolder import image_folder
+from goodtransfer.data.transforms import eval_transform, normalize
 from goodtransfer.device import Compute
 from goodtransfer.finite import check_finite_loss
 from goodtransfer.io import spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim, pooled_features
-from goodtransfer.pretrain.augment import eval_transform, normalize
 from goodtransfer.resume import seed_everything
 from goodtransfer.schedule import epoch_lr
 
