@@ -104,3 +104,13 @@ def test_every_import_form_is_seen(source: str) -> None:
 def test_a_docstring_naming_a_module_is_not_an_import() -> None:
     source = '"""Reads what goodtransfer.pretrain.train writes."""\n'
     assert violations({"goodtransfer.transfer.x": imported_modules(source, "goodtransfer.transfer.x")}) == []
+
+
+def test_report_reads_inversion_outputs_and_never_runs_the_optimisation() -> None:
+    modules = _package_modules()
+    runners = sorted(
+        name
+        for name, imports in modules.items()
+        if layer(name) == "report" and any(t.startswith("goodtransfer.evaluate.inversion") for t in imports)
+    )
+    assert runners == []
