@@ -244,10 +244,22 @@ def finished_runs(wildcards):
     return files
 
 
+def inversion_figures_pattern():
+    """Wildcard constraint matching exactly the configured ``inversion`` figures."""
+    names = [
+        name
+        for name, entry in config.get("figures", {}).items()
+        if entry["kind"] == "inversion"
+    ]
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
 def inversion_spec(entry):
-    """An inversion figure's entry with the compute settings and seed its job runs with."""
+    """What an inversion figure's `invert` job depends on: its runs and images, and its settings with the
+    compute settings and seed (a caption edit redraws the figure, not the inversions).
+    """
     settings = {**entry["settings"], **config["compute"], "seed": config["seed"]}
-    return {**entry, "settings": settings}
+    return {"runs": entry["runs"], "images": entry["images"], "settings": settings}
 
 
 def figure_analyses(entry):

@@ -55,7 +55,37 @@ for _figure, _entry in config.get("figures", {}).items():
             " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 
-# Figures 2 and 6: deep-image-prior inversion of res5 features, one reconstruction per run and image.
+# Figures 2 and 6: deep-image-prior inversion of res5 features, one reconstruction per run and image. The
+# optimisation is its own job; its work folder keeps the reconstructions, reused when their inputs match.
+rule invert:
+    input:
+        checkpoints=lambda w: [
+            checkpoint_of(run["run"]) for run in config["figures"][w.figure]["runs"]
+        ],
+        data=lambda w: dataset_check(config["figures"][w.figure]["images"]["dataset"]),
+        lpips=lambda w: config["figures"][w.figure]["settings"]["lpips_weights"],
+    output:
+        metrics="results/inversion/{figure}/metrics.json",
+        grid="results/inversion/{figure}/reconstructions.pdf",
+    log:
+        "logs/inversion/{figure}.log",
+    wildcard_constraints:
+        figure=inversion_figures_pattern(),
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    threads: config["threads_per_job"]
+    params:
+        spec=lambda w: spec_json(inversion_spec(config["figures"][w.figure])),
+        root=lambda w: dataset_root(config["figures"][w.figure]["images"]["dataset"]),
+        work_dir="results/inversion/{figure}",
+    shell:
+        "python -m goodtransfer --threads {threads} invert --name {wildcards.figure:q} --spec {params.spec:q}"
+        " --checkpoints {input.checkpoints:q} --data {params.root:q} --work-dir {params.work_dir:q}"
+        " --metrics {output.metrics:q} --out-pdf {output.grid:q} 2> {log:q}"
+
+
 for _figure, _entry in config.get("figures", {}).items():
     if _entry["kind"] != "inversion":
         continue
@@ -64,9 +94,8 @@ for _figure, _entry in config.get("figures", {}).items():
         name:
             _figure
         input:
-            checkpoints=[checkpoint_of(run["run"]) for run in _entry["runs"]],
-            data=dataset_check(_entry["images"]["dataset"]),
-            lpips=_entry["settings"]["lpips_weights"],
+            metrics=f"results/inversion/{_figure}/metrics.json",
+            grid=f"results/inversion/{_figure}/reconstructions.pdf",
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -80,15 +109,12 @@ for _figure, _entry in config.get("figures", {}).items():
             PYTHON_ENV
         container:
             PYTHON_CONTAINER
-        threads: config["threads_per_job"]
         params:
             name=_figure,
-            spec=spec_json(inversion_spec(_entry)),
-            root=dataset_root(_entry["images"]["dataset"]),
-            work_dir=f"results/inversion/{_figure}",
+            spec=spec_json(_entry),
         shell:
-            "python -m goodtransfer --threads {threads} figure --name {params.name:q} --spec {params.spec:q}"
-            " --checkpoints {input.checkpoints:q} --data {params.root:q} --work-dir {params.work_dir:q}"
+            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q}"
+            " --inversion-metrics {input.metrics:q} --grid {input.grid:q}"
             " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from goodtransfer.checkpoint import save_backbone
-from goodtransfer.data.cityscapes import check, generate, load_split, read_train_ids, to_train_ids
+from goodtransfer.data.cityscapes import check, load_split, read_train_ids, to_train_ids
+from goodtransfer.data.synthetic.cityscapes import generate
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer.deeplab import (

@@ -13,7 +13,8 @@ from pycocotools import mask as mask_util
 from goodtransfer.checkpoint import load_torch, save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data import coco
-from goodtransfer.data.synthetic import Placement, Scene, background, random_placement
+from goodtransfer.data.synthetic.coco import generate as generate_coco
+from goodtransfer.data.synthetic.common import Placement, Scene, background, random_placement
 from goodtransfer.evaluate.coco import evaluate_coco
 from goodtransfer.finite import DivergedError
 from goodtransfer.io import InputError
@@ -40,7 +41,7 @@ SPEC = {
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco") / "coco"
-    coco.generate(root, seed=0, train_images=8, val_images=4, image_size=(80, 112), max_objects=3,
+    generate_coco(root, seed=0, train_images=8, val_images=4, image_size=(80, 112), max_objects=3,
                   categories=CATEGORIES)  # fmt: skip
     return root
 
@@ -125,7 +126,7 @@ def test_generated_annotations_agree_with_their_segmentation(coco_root):
 
 def test_generator_is_byte_identical_for_a_seed(tmp_path):
     for name in ("a", "b"):
-        coco.generate(tmp_path / name, seed=5, train_images=3, val_images=3, image_size=48, max_objects=2,
+        generate_coco(tmp_path / name, seed=5, train_images=3, val_images=3, image_size=48, max_objects=2,
                       categories=2)  # fmt: skip
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and all(
@@ -135,7 +136,7 @@ def test_generator_is_byte_identical_for_a_seed(tmp_path):
 
 def test_missing_image_file_is_named(tmp_path):
     root = tmp_path / "coco"
-    coco.generate(root, seed=1, train_images=2, val_images=2, image_size=48, max_objects=1, categories=2)
+    generate_coco(root, seed=1, train_images=2, val_images=2, image_size=48, max_objects=1, categories=2)
     victim = sorted((root / "val2017").iterdir())[0]
     victim.unlink()
     with pytest.raises(InputError, match=victim.name):
@@ -150,7 +151,7 @@ def test_missing_image_file_is_named(tmp_path):
 @pytest.mark.parametrize(("field", "value"), [("category_id", 12345), ("image_id", 777)])
 def test_annotation_with_unknown_reference_is_rejected(tmp_path, field, value):
     root = tmp_path / "coco"
-    coco.generate(root, seed=1, train_images=2, val_images=2, image_size=48, max_objects=1, categories=2)
+    generate_coco(root, seed=1, train_images=2, val_images=2, image_size=48, max_objects=1, categories=2)
     data = _json(root, "val2017")
     data["annotations"][0][field] = value
     coco.annotation_path(root, "val2017").write_text(json.dumps(data))
@@ -160,7 +161,7 @@ def test_annotation_with_unknown_reference_is_rejected(tmp_path, field, value):
 
 def test_loader_traces_plain_rle_and_drops_instances_without_a_valid_polygon(tmp_path):
     root = tmp_path / "coco"
-    coco.generate(root, seed=2, train_images=3, val_images=3, image_size=64, max_objects=2, categories=2)
+    generate_coco(root, seed=2, train_images=3, val_images=3, image_size=64, max_objects=2, categories=2)
     data = _json(root, "train2017")
     plain = [a for a in data["annotations"] if not a["iscrowd"]]
     first, second = plain[0], plain[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from goodtransfer.data.synthetic import generate_imagenet
+from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from tests.workflow import pretrain_command, tiny_moco_spec
 
 # `python -m goodtransfer ARGS` with one writer (module:attribute) slowed down: after it wrote its

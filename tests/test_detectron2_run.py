@@ -199,7 +199,7 @@ def test_run_errors_leave_no_metrics(detectron2_present, monkeypatch, spec, resn
 
 @pytest.mark.skipif(not HAS_DETECTRON2, reason="detectron2 is not importable (see containers/detection.def)")
 def test_two_detectron2_iterations_on_a_generated_voc_then_resume(spec, resnet18_checkpoint, tmp_path):
-    from goodtransfer.data.synthetic import generate_voc
+    from goodtransfer.data.synthetic.voc import generate_voc
 
     voc = tmp_path / "VOC2007"
     generate_voc(voc, classes=spec["classes"], trainval_images=8, test_images=6, image_size=(96, 128),

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from goodtransfer.checkpoint import load_torch, save_backbone
-from goodtransfer.data.synthetic import generate_imagenet
+from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from goodtransfer.device import Compute
 from goodtransfer.engine import Hook, Trainer
 from goodtransfer.engine.hooks import EpochCheckpoint, EpochEnd, History, LrSchedule, Reseed
@@ -218,7 +218,7 @@ def test_precise_bn_sets_running_statistics_to_the_mean_of_the_batch_statistics(
 
 
 def test_tensorboard_scalars_of_a_tiny_voc_finetune_read_back(random_backbone, tmp_path):
-    from goodtransfer.data.synthetic import generate_voc
+    from goodtransfer.data.synthetic.voc import generate_voc
     from goodtransfer.transfer import voc_detection
 
     root = tmp_path / "VOC2007"

@@ -13,6 +13,7 @@ import torch
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.data import miniimagenet as mini
+from goodtransfer.data.synthetic import miniimagenet as synthetic_mini
 from goodtransfer.device import Compute
 from goodtransfer.finite import DivergedError
 from goodtransfer.io import InputError
@@ -26,7 +27,7 @@ OPT = {"lr": 0.01, "momentum": 0.9, "dampening": 0.9, "weight_decay": 0.001, "ba
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mini") / "miniImagenet"
-    mini.generate(root, seed=3, **SIZES)
+    synthetic_mini.generate(root, seed=3, **SIZES)
     return root
 
 
@@ -60,9 +61,9 @@ def test_load_split_returns_paths_labels_and_sorted_wnids(data_root: Path) -> No
 
 def test_generation_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
     sizes = {"classes_per_split": (2, 1, 1), "images_per_class": 2, "image_size": 24}
-    mini.generate(tmp_path / "a", seed=5, **sizes)
-    mini.generate(tmp_path / "b", seed=5, **sizes)
-    mini.generate(tmp_path / "c", seed=6, **sizes)
+    synthetic_mini.generate(tmp_path / "a", seed=5, **sizes)
+    synthetic_mini.generate(tmp_path / "b", seed=5, **sizes)
+    synthetic_mini.generate(tmp_path / "c", seed=6, **sizes)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     assert any((tmp_path / "a" / f).read_bytes() != (tmp_path / "c" / f).read_bytes() for f in files)
@@ -72,7 +73,7 @@ def test_generation_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
 def test_classes_beyond_the_kinds_get_their_own_colour_band(band: int) -> None:
     # Kind 0 is a solid disc always covering the image centre, so the centre pixel shows the tint.
     for n in range(5):
-        pixels = mini.render_class_image(np.random.default_rng([band, n]), 0, band, 2, 64)
+        pixels = synthetic_mini.render_class_image(np.random.default_rng([band, n]), 0, band, 2, 64)
         hue = colorsys.rgb_to_hsv(*(pixels[32, 32] / 255.0))[0]
         assert (band + 0.15) / 2 - 0.03 <= hue <= (band + 0.85) / 2 + 0.03
 

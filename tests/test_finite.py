@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from goodtransfer.checkpoint import save_backbone
-from goodtransfer.data.synthetic import generate_imagenet, generate_voc
+from goodtransfer.data.synthetic.imagenet import generate_imagenet
+from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.finite import DivergedError, ZeroStepsError, null_if_nan
 from goodtransfer.io import InputError, read_json, read_yaml, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet

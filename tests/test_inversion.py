@@ -11,12 +11,14 @@ from PIL import Image
 from torchvision import models
 
 from goodtransfer.checkpoint import save_backbone
+from goodtransfer.cli import main
 from goodtransfer.device import Compute
 from goodtransfer.evaluate import inversion
 from goodtransfer.evaluate.inversion import SkipGenerator, invert, layer4_features, run_inversion
 from goodtransfer.evaluate.perceptual import NETWORKS, PerceptualDistance
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
+from goodtransfer.report.paper_figures import make_inversion_figure
 
 CPU = Compute.from_spec({"device": "cpu"})
 TINY = {
@@ -213,3 +215,53 @@ def test_run_inversion_rejects_incomplete_spec_and_folder_unsafe_labels(
         run_inversion({**spec, "noise_size": 30}, checkpoints, images, tmp_path / "out", tmp_path / "m.json")
     with pytest.raises(InputError, match="labels"):
         run_inversion(spec, {"moco/v2": checkpoints["moco"]}, images, tmp_path / "out", tmp_path / "m.json")
+
+
+def _figure_entry(labels: list[str]) -> dict:
+    return {
+        "kind": "inversion",
+        "caption": "Reconstructions from res5 features.",
+        "runs": [{"run": f"{label}-run", "label": label} for label in labels],
+        "images": {"dataset": "imagenet", "split": "val", "count": 2},
+    }
+
+
+def test_invert_command_writes_work_dir_outputs_and_the_figure_only_reads_them(
+    tmp_path: Path, lpips_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, checkpoints, images = _inputs(tmp_path, lpips_files)
+    for index, image in enumerate(images):  # an ImageNet-style split: one class folder per image
+        (tmp_path / "data" / "val" / f"n{index}").mkdir(parents=True)
+        image.rename(tmp_path / "data" / "val" / f"n{index}" / image.name)
+    entry = _figure_entry(list(checkpoints))
+    work = tmp_path / "inversion" / "figure2"
+    command = ["invert", "--name", "figure2", "--spec", json.dumps({**entry, "settings": spec}),
+               "--checkpoints", *map(str, checkpoints.values()), "--data", str(tmp_path / "data"),
+               "--work-dir", str(work), "--metrics", str(work / "metrics.json"),
+               "--out-pdf", str(work / "reconstructions.pdf")]  # fmt: skip
+    assert main(command) == 0
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert set(metrics) == set(checkpoints) and len(list((work / "reconstructions").rglob("*.png"))) == 4
+
+    monkeypatch.setattr(inversion, "run_inversion", lambda *args, **kwargs: pytest.fail("figure reran it"))
+    out = tmp_path / "figures"
+    command = ["figure", "--name", "figure2", "--spec", json.dumps(entry),
+               "--inversion-metrics", str(work / "metrics.json"), "--grid", str(work / "reconstructions.pdf"),
+               "--out-pdf", str(out / "figure2.pdf"), "--out-json", str(out / "figure2.json")]  # fmt: skip
+    assert main(command) == 0
+    record = json.loads((out / "figure2.json").read_text())
+    assert record["heights"] == {label: metrics[label]["lpips_mean"] for label in checkpoints}
+    assert record["runs"]["moco"] == {"run": "moco-run", "checkpoint": str(checkpoints["moco"])}
+    assert [Path(p).name for p in record["images"]] == ["img0.png", "img1.png"]
+    assert (out / "figure2.pdf").read_bytes() == (work / "reconstructions.pdf").read_bytes()
+
+
+def test_inversion_figure_refuses_metrics_of_other_runs(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"supervised": {"lpips_mean": 0.5, "images": [], "checkpoint": "s.pt"}}))
+    grid = tmp_path / "grid.pdf"
+    grid.write_bytes(b"%PDF-1.4")
+    entry = _figure_entry(["supervised", "moco"])
+    with pytest.raises(InputError, match=rf"{metrics}: inversions of \['supervised'\]; expected one per run"):
+        make_inversion_figure("figure2", entry, metrics, grid, tmp_path / "f.pdf", tmp_path / "f.json")
+    assert not (tmp_path / "f.pdf").exists()

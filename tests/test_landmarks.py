@@ -15,9 +15,10 @@ from PIL import Image
 
 from goodtransfer.checkpoint import load_torch, save_backbone
 from goodtransfer.data import celeba
+from goodtransfer.data.synthetic import celeba as synthetic_celeba
+from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
-from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.transfer import landmarks as protocol
 
 HEADER = " ".join(celeba.LANDMARK_HEADER)
@@ -61,7 +62,7 @@ def tree_digest(root: Path) -> str:
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("celeba") / "celeba"
-    celeba.generate(root, seed=0, identities=8, images_per_identity=5, mafl_train=32, mafl_test=8,
+    synthetic_celeba.generate(root, seed=0, identities=8, images_per_identity=5, mafl_train=32, mafl_test=8,
                     image_size=(64, 64))  # fmt: skip
     return root
 
@@ -69,7 +70,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def full_size_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("celeba_full") / "celeba"
-    celeba.generate(root, seed=3, identities=3, images_per_identity=4, mafl_train=8, mafl_test=2)
+    synthetic_celeba.generate(root, seed=3, identities=3, images_per_identity=4, mafl_train=8, mafl_test=2)
     return root
 
 
@@ -176,7 +177,7 @@ def test_check_names_a_missing_landmarks_file(tiny_root: Path, tmp_path: Path) -
         InputError, match=f"{copy / celeba.LANDMARKS_FILE}: missing; expected the CelebA layout"
     ):
         celeba.check(copy)
-    celeba.generate(copy, seed=0, identities=2, images_per_identity=2, mafl_train=2, mafl_test=1,
+    synthetic_celeba.generate(copy, seed=0, identities=2, images_per_identity=2, mafl_train=2, mafl_test=1,
                     image_size=(32, 32))  # fmt: skip
     (copy / celeba.IMAGE_DIR / "000003.jpg").unlink()
     with pytest.raises(InputError, match="000003.jpg: missing"):
@@ -191,9 +192,9 @@ def test_generator_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
         "mafl_test": 2,
         "image_size": (48, 40),
     }
-    celeba.generate(tmp_path / "a", seed=5, **options)
-    celeba.generate(tmp_path / "b", seed=5, **options)
-    celeba.generate(tmp_path / "c", seed=6, **options)
+    synthetic_celeba.generate(tmp_path / "a", seed=5, **options)
+    synthetic_celeba.generate(tmp_path / "b", seed=5, **options)
+    synthetic_celeba.generate(tmp_path / "c", seed=6, **options)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b") != tree_digest(tmp_path / "c")
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from goodtransfer.checkpoint import load_backbone, load_torch
-from goodtransfer.data.synthetic import generate_imagenet
+from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from tests.workflow import pretrain_command, tiny_moco_spec
 
 SPEC = tiny_moco_spec(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from goodtransfer.checkpoint import load_backbone, load_torch
-from goodtransfer.data.synthetic import generate_imagenet
+from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from goodtransfer.launch import launcher, threads_per_process
 from tests.workflow import ROOT, copy_workflow, pretrain_command, snakemake, tiny_moco_spec
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from goodtransfer.checkpoint import load_backbone, load_torch, save_backbone
-from goodtransfer.data.synthetic import generate_imagenet, generate_voc
+from goodtransfer.data.synthetic.imagenet import generate_imagenet
+from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.evaluate import inversion
 from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet

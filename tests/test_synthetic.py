@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from goodtransfer.data import synthetic
-from goodtransfer.data.synthetic import KINDS, generate_imagenet, generate_voc, imagenet_wnid, main
+from goodtransfer.data.synthetic import voc as synthetic_voc
+from goodtransfer.data.synthetic.cli import main
+from goodtransfer.data.synthetic.common import Placement, Scene
+from goodtransfer.data.synthetic.imagenet import generate_imagenet, imagenet_wnid
+from goodtransfer.data.synthetic.kinds import KINDS, PATTERNS
+from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.data.voc import VocRecord, load_split
 from goodtransfer.io import InputError
 
@@ -195,25 +199,31 @@ def test_voc_objects_stand_out_from_background(voc_records: dict[str, list[VocRe
 
 def test_voc_class_i_is_drawn_as_kind_i() -> None:
     """The shared-concept contract: the i-th configured VOC class is kind i, like ImageNet-style class i."""
-    scene = synthetic.Scene(np.zeros((64, 64, 3), np.float32))
-    placement = synthetic.Placement(kind=2, cx=32.0, cy=32.0, radius=20.0, aspect=1.0, theta=0.3)
+    scene = Scene(np.zeros((64, 64, 3), np.float32))
+    placement = Placement(kind=2, cx=32.0, cy=32.0, radius=20.0, aspect=1.0, theta=0.3)
     assert scene.add(np.random.default_rng(0), placement)
-    assert [obj.name for obj in synthetic._voc_objects(scene, ("dog", "cat", "bird"))] == ["bird"]
-    _, objects = synthetic.render_voc_image(
+    assert [obj.name for obj in synthetic_voc._voc_objects(scene, ("dog", "cat", "bird"))] == ["bird"]
+    _, objects = synthetic_voc.render_voc_image(
         np.random.default_rng(0), ("dog", "cat", "bird"), 64, 64, 1, first=1
     )
     assert [obj.name for obj in objects] == ["cat"]
     assert len(KINDS) >= 20 and len({kind.name for kind in KINDS}) == len(KINDS)
-    assert {kind.pattern for kind in KINDS[:6]} == set(synthetic.PATTERNS)
+    assert {kind.pattern for kind in KINDS[:6]} == set(PATTERNS)
 
 
 # ------------------------------------------------------------ validation
 
 
-def test_unknown_voc_class_is_named(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"classes.*unicorn"):
-        generate_voc(tmp_path / "voc", **{**VOC_ARGS, "classes": ("aeroplane", "unicorn")})
-    assert not (tmp_path / "voc").exists()
+def test_unusable_voc_class_lists_are_named(tmp_path: Path) -> None:
+    # Any names are drawable (a user may configure "potted plant"), but not blank, repeated or more than VOC's.
+    for classes, named in (
+        (("aeroplane", " "), r"classes: \[' '\] are not names"),
+        (("aeroplane", "aeroplane"), r"classes: expected distinct names"),
+        (tuple(f"c{i}" for i in range(21)), r"classes: 21 names; expected at most 20"),
+    ):
+        with pytest.raises(InputError, match=named):
+            generate_voc(tmp_path / "voc", **{**VOC_ARGS, "classes": classes})
+        assert not (tmp_path / "voc").exists()
 
 
 @pytest.mark.parametrize(
@@ -267,7 +277,7 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         if len(calls) > 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "_save_jpeg", failing_save)
+    monkeypatch.setattr(synthetic_voc, "_save_jpeg", failing_save)
     with pytest.raises(KeyboardInterrupt):
         generate_voc(tmp_path / "voc", **VOC_ARGS)
     assert list(tmp_path.iterdir()) == []
@@ -299,6 +309,7 @@ def test_cli_matches_api(tmp_path: Path, voc_root: Path, capsys: pytest.CaptureF
         "--root",
         str(tmp_path / "bad"),
         "--classes",
+        "griffin",
         "griffin",
         "--trainval-images",
         "4",

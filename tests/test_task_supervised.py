@@ -10,7 +10,7 @@ import torch
 
 from goodtransfer.checkpoint import load_backbone, load_into
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
-from goodtransfer.data import cityscapes, coco
+from goodtransfer.data.synthetic import cityscapes, coco
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import build_resnet
 from goodtransfer.pretrain.task_supervised import initial_checkpoint

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from goodtransfer.checkpoint import save_backbone
-from goodtransfer.data.synthetic import generate_voc
+from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from tests.workflow import ROOT

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from goodtransfer.checkpoint import save_backbone
-from goodtransfer.data.synthetic import generate_voc
+from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import voc_detection

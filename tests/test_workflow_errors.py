@@ -50,7 +50,7 @@ def test_missing_dataset_folder_fails_naming_the_folder(workdir, tmp_path):
 
 
 def test_missing_voc_annotation_fails_naming_the_file(workdir, tmp_path):
-    from goodtransfer.data.synthetic import generate_voc
+    from goodtransfer.data.synthetic.voc import generate_voc
 
     root = tmp_path / "VOC2007"
     # The configured classes: VOC2012 (VOC07+12) and Figure 1 must name the same ones (config check).

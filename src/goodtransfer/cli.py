@@ -142,14 +142,22 @@ def _fp_analysis(args: argparse.Namespace) -> None:
     )
 
 
+def _invert(args: argparse.Namespace) -> None:
+    from goodtransfer.evaluate.inversion import invert_figure
+
+    spec = json.loads(args.spec)
+    invert_figure(args.name, spec, args.checkpoints, args.data, args.work_dir, args.metrics, args.out_pdf)
+
+
 def _figure(args: argparse.Namespace) -> None:
     from goodtransfer.report import paper_figures as pf
 
     spec = json.loads(args.spec)
     if spec["kind"] == "inversion":
-        pf.make_inversion_figure(
-            args.name, spec, args.checkpoints, args.data, args.out_pdf, args.out_json, args.work_dir
-        )
+        if not (args.inversion_metrics and args.grid):
+            raise InputError(f"figure {args.name}: an inversion figure needs --inversion-metrics and --grid")
+        inputs = (args.inversion_metrics, args.grid)
+        pf.make_inversion_figure(args.name, spec, *inputs, args.out_pdf, args.out_json)
     elif spec["kind"] == "training_curves":
         epochs, curves = json.loads(args.epoch_metrics), json.loads(args.curve_metrics)
         pf.make_training_curves_figure(args.name, spec, epochs, curves, args.out_pdf, args.out_json)
@@ -315,9 +323,8 @@ def _parser() -> argparse.ArgumentParser:
     figure.add_argument("--name", required=True)
     figure.add_argument("--spec", required=True, help="the figure's config entry, JSON")
     figure.add_argument("--analyses", type=Path, nargs="*", default=[], help="fp_* figures: one per run")
-    figure.add_argument("--checkpoints", type=Path, nargs="*", default=[], help="inversion: one per run")
-    figure.add_argument("--data", type=Path, help="inversion: the dataset the images come from")
-    figure.add_argument("--work-dir", type=Path, help="inversion: reconstructions (reused when resumed)")
+    figure.add_argument("--inversion-metrics", type=Path, help="inversion: the metrics.json of `invert`")
+    figure.add_argument("--grid", type=Path, help="inversion: the grid PDF of `invert`")
     figure.add_argument(
         "--epoch-metrics", default="{}", help="training_curves: JSON {label: {epoch: metrics.json}}"
     )
@@ -327,6 +334,15 @@ def _parser() -> argparse.ArgumentParser:
     figure.add_argument("--out-pdf", type=Path, required=True)
     figure.add_argument("--out-json", type=Path, required=True)
     figure.set_defaults(func=_figure)
+    invert = sub.add_parser("invert", help="deep-image-prior inversions of an inversion figure (Figs. 2, 6)")
+    invert.add_argument("--name", required=True)
+    invert.add_argument("--spec", required=True, help="the figure's config entry with its settings, JSON")
+    invert.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="one per run, in order")
+    invert.add_argument("--data", type=Path, required=True, help="the dataset the images come from")
+    invert.add_argument("--work-dir", type=Path, required=True, help="input and reconstruction PNGs")
+    invert.add_argument("--metrics", type=Path, required=True, help="LPIPS per run and image, JSON")
+    invert.add_argument("--out-pdf", type=Path, required=True, help="the grid of inputs and reconstructions")
+    invert.set_defaults(func=_invert)
     network = sub.add_parser("random-network", help="a seeded random LPIPS feature network (a stand-in)")
     network.add_argument("--net", required=True)
     network.add_argument("--seed", type=int, required=True)
@@ -378,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unwind_on_sigterm()
     try:
         _sweep(args)
-        if args.command in {"pretrain", "linear", "voc", "transfer", "figure"}:
+        if args.command in {"pretrain", "linear", "voc", "transfer", "invert"}:
             _threads(args.threads)
         args.func(args)
     except InputError as err:

@@ -39,6 +39,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextmanager
+def building_directory(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty hidden sibling of ``root``; on success swap it in place of ``root``."""
+    target = Path(root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists() or target.is_symlink():
+            # A directory cannot be os.replace'd onto a non-empty one: move the old tree aside first.
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "tree")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 # mkstemp/mkdtemp add 8 characters of [a-z0-9_]; matching them exactly keeps the sweep to one target's
 # own leftovers (".a.json.x1y2z3w4.tmp" is a.json's, never a.json.x.json's).
 _RANDOM = r"[a-z0-9_]{8}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from goodtransfer.data.miniimagenet import image_filename
-from goodtransfer.data.synthetic import imagenet_wnid
+from goodtransfer.data.synthetic.imagenet import imagenet_wnid
 from tests.bad_inputs.common import Case, Outcome, goodtransfer
 
 OPTIONS = {

@@ -24,7 +24,8 @@ from tests.workflow import ROOT, pretrain_command, tiny_moco_spec
 @functools.cache
 def _shared() -> Path:
     """12 ImageNet-style images (2 classes), a VOC2007 of 4 + 2 images, a random ResNet-10 checkpoint."""
-    from goodtransfer.data.synthetic import generate_imagenet, generate_voc
+    from goodtransfer.data.synthetic.imagenet import generate_imagenet
+    from goodtransfer.data.synthetic.voc import generate_voc
 
     folder = Path(tempfile.mkdtemp(prefix="goodtransfer-bad-training-"))
     generate_imagenet(

@@ -10,38 +10,19 @@ Labels are indices into the split's sorted WordNet ids. For the base-class accur
 pretraining may see) and ``base_val`` (held out); a pretraining job must use :func:`labelled_images` with
 the same fraction and seed as the few-shot protocol.
 
-:func:`generate` writes a stand-in in the same layout from the synthetic shape renderer: class ``c``
-(numbered over train, val, test in that order) is drawn as shape kind ``c % 24``. With more classes than
-the 24 kinds, each class also gets a colour band: the hue circle is cut into ``ceil(classes / 24)`` bands
-and class ``c``'s dominant object is tinted with a hue from band ``c // 24``, so two classes sharing a
-shape differ in object colour (and no class's colours overlap another's).
+The generated stand-in in the same layout is ``goodtransfer.data.synthetic.miniimagenet``.
 """
 
 from __future__ import annotations
 
-import colorsys
 import csv
-import math
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from goodtransfer.data.images import ImageCheck
-from goodtransfer.data.synthetic import (
-    JPEG_QUALITY,
-    KINDS,
-    MAX_IMAGE_SIDE,
-    MIN_IMAGE_SIDE,
-    Placement,
-    Scene,
-    background,
-    building_directory,
-    imagenet_wnid,
-    random_placement,
-)
 from goodtransfer.io import InputError
 
 LAYOUT = (
@@ -52,8 +33,6 @@ SPLITS = ("train", "val", "test")
 BASE_PARTS = ("base_train", "base_val")
 HEADER = ("filename", "label")
 PAPER_CLASSES_PER_SPLIT = (64, 16, 20)
-
-_STREAM_IMAGES = 21  # fixed tag: an image's random stream never depends on how many other images exist
 
 
 class Row(NamedTuple):
@@ -183,6 +162,11 @@ def labelled_images(
     return base_class_split(root, held_out_fraction, seed)[part]
 
 
+def image_filename(wnid: str, number: int) -> str:
+    """Real Mini-ImageNet names: the wnid followed by an 8-digit image number, e.g. n0153282900000005.jpg."""
+    return f"{wnid}{number:08d}.jpg"
+
+
 def check(root: str | Path, images: ImageCheck | None = None) -> dict[str, dict[str, int]]:
     """Verify the layout in place: three csvs, disjoint classes, every listed image present and readable."""
     root = Path(root)
@@ -201,86 +185,3 @@ def check(root: str | Path, images: ImageCheck | None = None) -> dict[str, dict[
             "max_per_class": max(counts.values()),
         }
     return summary
-
-
-# --------------------------------------------------------------------------------------------------------
-# Generated stand-in
-# --------------------------------------------------------------------------------------------------------
-
-
-def _tint(scene: Scene, object_id: int, band: int, bands: int, rng: np.random.Generator) -> None:
-    """Recolour one object with a hue from its band, keeping its pattern and shading as luminance."""
-    mask = scene.ids == object_id
-    luminance = scene.pixels[mask] @ np.array([0.299, 0.587, 0.114], dtype=np.float32) / 255.0
-    # Hues stay off the band edges so that neighbouring bands never look alike.
-    hue = rng.uniform((band + 0.15) / bands, (band + 0.85) / bands)
-    rgb = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), 1.0), dtype=np.float32)
-    scene.pixels[mask] = (0.25 + 0.75 * luminance)[:, None] * rgb * 255.0
-
-
-def render_class_image(rng: np.random.Generator, kind: int, band: int, bands: int, size: int) -> np.ndarray:
-    """One dominant object of ``kind`` (tinted into colour ``band`` when ``bands`` > 1), maybe distractors."""
-    scene = Scene(background(rng, size, size))
-    others = [k for k in range(len(KINDS)) if k != kind]
-    if rng.random() < 0.4:
-        for _ in range(int(rng.integers(1, 3))):
-            scene.add(
-                rng, random_placement(rng, others[int(rng.integers(len(others)))], size, size, (0.06, 0.12))
-            )
-    # The dominant object goes last (on top) and must always be painted: retry, then fall back to centre.
-    for _ in range(20):
-        if scene.add(rng, random_placement(rng, kind, size, size, (0.24, 0.4), (0.38, 0.62))):
-            break
-    else:
-        scene.add(rng, Placement(kind, size / 2.0, size / 2.0, 0.3 * size, 1.0, 0.0), min_pixels=1)
-    if bands > 1:
-        _tint(scene, len(scene.placements), band, bands, rng)
-    return scene.to_uint8()
-
-
-def _int_at_least(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name}: expected an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise InputError(
-            f"{name}: expected an integer >= {low}{f' and <= {high}' if high else ''}, got {value}"
-        )
-    return int(value)
-
-
-def image_filename(wnid: str, number: int) -> str:
-    """Real Mini-ImageNet names: the wnid followed by an 8-digit image number, e.g. n0153282900000005.jpg."""
-    return f"{wnid}{number:08d}.jpg"
-
-
-def generate(
-    root: str | Path,
-    *,
-    seed: int,
-    classes_per_split: tuple[int, int, int] = PAPER_CLASSES_PER_SPLIT,
-    images_per_class: int = 600,
-    image_size: int = 84,
-) -> None:
-    """Write ``images/`` and ``{train,val,test}.csv`` for a generated stand-in; byte-identical for a seed."""
-    if len(classes_per_split) != len(SPLITS):
-        raise InputError(f"classes_per_split: got {classes_per_split!r}; expected (train, val, test) counts")
-    counts = [_int_at_least(f"classes_per_split[{i}]", n, 1) for i, n in enumerate(classes_per_split)]
-    per_class = _int_at_least("images_per_class", images_per_class, 2)
-    size = _int_at_least("image_size", image_size, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE)
-    seed = _int_at_least("seed", seed, 0)
-    bands = math.ceil(sum(counts) / len(KINDS))
-    with building_directory(root) as tmp:
-        (tmp / "images").mkdir()
-        first = 0
-        for split, count in zip(SPLITS, counts, strict=True):
-            lines = ["filename,label\n"]
-            for cls in range(first, first + count):
-                wnid = imagenet_wnid(cls)
-                for n in range(per_class):
-                    rng = np.random.default_rng([seed, _STREAM_IMAGES, cls, n])
-                    pixels = render_class_image(rng, cls % len(KINDS), cls // len(KINDS), bands, size)
-                    name = image_filename(wnid, n + 1)
-                    Image.fromarray(pixels).save(tmp / "images" / name, format="JPEG", quality=JPEG_QUALITY)
-                    lines.append(f"{name},{wnid}\n")
-            (tmp / f"{split}.csv").write_text("".join(lines), encoding="utf-8")
-            first += count

@@ -1,7 +1,8 @@
 """Dataset kinds by name: how each is checked in place, generated as a stand-in, and read for pretraining.
 
 A dataset entry of the config names its ``kind``; adding a dataset format is one module with
-``check(root)`` and ``generate(root, *, seed, ...)`` plus one line in ``_MODULES``.
+``check(root)`` plus one line in ``_MODULES``, and its stand-in generator ``generate(root, *, seed, ...)``
+in ``goodtransfer.data.synthetic.<kind>`` plus one line in ``_GENERATORS``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,23 @@ _MODULES = {
     "celeba": "goodtransfer.data.celeba",
 }
 KINDS = ("imagefolder", "voc", *_MODULES)
+# Kinds whose stand-in generator is a ``generate`` function (imagefolder and voc have their own names).
+_GENERATORS = {
+    "coco": "goodtransfer.data.synthetic.coco",
+    "cityscapes": "goodtransfer.data.synthetic.cityscapes",
+    "miniimagenet": "goodtransfer.data.synthetic.miniimagenet",
+    "celeba": "goodtransfer.data.synthetic.celeba",
+}
+
+
+def _known(kind: str) -> str:
+    if kind not in KINDS:
+        raise InputError(f"dataset kind {kind!r} is unknown; expected one of {list(KINDS)}")
+    return kind
 
 
 def _module(kind: str) -> Any:
-    if kind not in KINDS:
-        raise InputError(f"dataset kind {kind!r} is unknown; expected one of {list(KINDS)}")
-    return importlib.import_module(_MODULES[kind])
+    return importlib.import_module(_MODULES[_known(kind)])
 
 
 def check(
@@ -58,18 +70,21 @@ def check(
 
 def generate(kind: str, root: Path, seed: int, options: Mapping[str, Any]) -> None:
     """Write the generated stand-in of ``kind`` at ``root`` (atomically: a whole tree or nothing)."""
-    from goodtransfer.data import synthetic
-
     options = dict(options)
     if kind == "imagefolder":
-        synthetic.generate_imagenet(root, seed=seed, **options)
+        from goodtransfer.data.synthetic.imagenet import generate_imagenet
+
+        generate_imagenet(root, seed=seed, **options)
     elif kind == "voc":
+        from goodtransfer.data.synthetic.voc import generate_voc
+
         size = options.pop("image_size")
-        synthetic.generate_voc(root, seed=seed, image_size=_size(size), **options)
+        generate_voc(root, seed=seed, image_size=_size(size), **options)
     else:
+        generator = importlib.import_module(_GENERATORS[_known(kind)])
         sized = {k: _size(v) if k == "image_size" else v for k, v in options.items()}
         try:
-            _module(kind).generate(root, seed=seed, **sized)
+            generator.generate(root, seed=seed, **sized)
         except TypeError as err:  # an option the generator does not take
             raise InputError(f"generate options {sorted(options)} of dataset kind {kind!r}: {err}") from None
 

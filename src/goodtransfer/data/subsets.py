@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from goodtransfer.data.imagefolder import LAYOUT
-from goodtransfer.data.synthetic import building_directory
-from goodtransfer.io import InputError, write_json
+from goodtransfer.io import InputError, building_directory, write_json
 
 SPLITS = ("train", "val")
 

@@ -31,12 +31,12 @@ from torchvision import transforms as T
 from torchvision.models.resnet import ResNet
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
+from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.device import Compute
 from goodtransfer.engine import Hook, Trainer
 from goodtransfer.engine.hooks import FiniteLoss
 from goodtransfer.evaluate.perceptual import perceptual_from_spec
 from goodtransfer.io import InputError, spec_hash, write_bytes, write_json
-from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.resume import file_digest
 
 GENERATOR_KEYS = ("noise_channels", "channels_down", "channels_up", "channels_skip", "kernel_sizes", "output")
@@ -277,6 +277,32 @@ def run_inversion(
     write_json(metrics_out, metrics)
     save_grid(figure_out or out_dir / "reconstructions.pdf", rows, names[:shown], metrics)
     print(f"[inversion] done in {time.time() - began:.1f} s", file=sys.stderr)
+
+
+def inversion_images(root: Path, split: str, count: int) -> list[Path]:
+    """``count`` images of an ImageNet-style split, one class after another (first file of each class
+    first), so a small grid already spans the classes."""
+    folder = Path(root) / split
+    classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not classes:
+        raise InputError(f"{folder}: no class folders to draw inversion images from")
+    files = [sorted(p for p in c.iterdir() if p.is_file()) for c in classes]
+    order = [row[i] for i in range(max(map(len, files))) for row in files if i < len(row)]
+    return order[:count]
+
+
+def invert_figure(
+    name: str, entry: dict[str, Any], checkpoints: list[Path], data_root: Path, work_dir: Path,
+    metrics_out: Path, grid_out: Path,
+) -> None:  # fmt: skip
+    """The inversions an ``inversion`` figure shows: the entry's images of ``data_root`` through one
+    checkpoint per run (in the entry's order), under the entry's ``settings``."""
+    runs = entry["runs"]
+    if len(checkpoints) != len(runs):
+        raise InputError(f"figures.{name}: {len(runs)} runs but {len(checkpoints)} checkpoints")
+    images = inversion_images(data_root, entry["images"]["split"], entry["images"]["count"])
+    labelled = {run["label"]: Path(path) for run, path in zip(runs, checkpoints, strict=True)}
+    run_inversion(dict(entry["settings"]), labelled, images, work_dir, metrics_out, figure_out=grid_out)
 
 
 def _invert_all(

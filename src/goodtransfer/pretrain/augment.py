@@ -14,11 +14,10 @@ from typing import Any
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
+from goodtransfer.data.transforms import normalize
 from goodtransfer.io import InputError
 
 TRANSFORM_NAMES = ("flip", "crop", "color", "gray", "blur")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class RandomGaussianBlur:
@@ -29,15 +28,6 @@ class RandomGaussianBlur:
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
-
-
-def normalize() -> T.Compose:
-    return T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def eval_transform(input_size: int, resize_ratio: float = 256 / 224) -> T.Compose:
-    """Resize + centre crop, the ImageNet evaluation transform (Resize(256), CenterCrop(224))."""
-    return T.Compose([T.Resize(round(input_size * resize_ratio)), T.CenterCrop(input_size), normalize()])
 
 
 MOCO_V2_ORDER = ("crop", "color", "gray", "blur", "flip")

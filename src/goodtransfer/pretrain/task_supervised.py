@@ -14,6 +14,9 @@ Spec keys: ``task``, ``task_settings`` (the task's own spec keys, e.g. ``coco_in
 ``seed``, ``run``, optional ``init_from``; ``device``, ``precision``, ``channels_last`` pass through.
 Files under ``state_dir``: ``init.pt`` (the starting backbone, reused on resume), ``task/`` (the task's
 resumable state) and ``task_metrics.json`` (what the task measured on its own test split).
+
+Layering: this is the one place where ``pretrain`` uses ``transfer`` (it runs a downstream task), and the
+dependency is one-way: ``transfer`` never imports ``pretrain`` (``tests/test_layering.py`` holds it).
 """
 
 from __future__ import annotations

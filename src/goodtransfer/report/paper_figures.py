@@ -4,8 +4,9 @@ plotted (the bar heights) beside the PDF, so the report and the tests read the s
 Figure kinds: ``fp_trend`` (Fig. 1: FP types among the top 25..400 false positives, a few classes),
 ``fp_breakdown`` (Fig. 7: FP types among each class's top-N detections, every class), ``inversion``
 (Figs. 2 and 6: images reconstructed from each backbone's res5 features with a deep image prior, and
-their perceptual distance to the input) and ``training_curves`` (Fig. 4: VOC07 AP against the
-pretraining epoch and against the fine-tuning iteration).
+their perceptual distance to the input; ``goodtransfer invert`` runs the optimisation, the figure only
+reads its outputs) and ``training_curves`` (Fig. 4: VOC07 AP against the pretraining epoch and against
+the fine-tuning iteration).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from goodtransfer.io import InputError, read_json, write_json
+from goodtransfer.io import InputError, read_json, write_bytes, write_json
 from goodtransfer.report.figures import CURVE_METRICS, plot_fp_breakdown, plot_fp_trend, plot_training_curves
 
 PLOTTERS = {"fp_trend": plot_fp_trend, "fp_breakdown": plot_fp_breakdown}
@@ -51,45 +52,35 @@ def make_figure(
     return record
 
 
-def inversion_images(root: Path, split: str, count: int) -> list[Path]:
-    """``count`` images of an ImageNet-style split, one class after another (first file of each class
-    first), so a small grid already spans the classes."""
-    folder = Path(root) / split
-    classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    if not classes:
-        raise InputError(f"{folder}: no class folders to draw inversion images from")
-    files = [sorted(p for p in c.iterdir() if p.is_file()) for c in classes]
-    order = [row[i] for i in range(max(map(len, files))) for row in files if i < len(row)]
-    return order[:count]
-
-
 def make_inversion_figure(
-    name: str, spec: Mapping[str, Any], checkpoints: Sequence[Path], data_root: Path, out_pdf: Path,
-    out_json: Path, work_dir: Path,
-) -> dict[str, Any]:  # fmt: skip
-    """Invert the figure's images through each run's backbone; the record holds the mean LPIPS per run."""
-    from goodtransfer.evaluate.inversion import run_inversion
-
-    runs = spec["runs"]
-    if len(checkpoints) != len(runs):
-        raise InputError(f"figures.{name}: {len(runs)} runs but {len(checkpoints)} checkpoints")
-    images = inversion_images(data_root, spec["images"]["split"], spec["images"]["count"])
-    labelled = {run["label"]: Path(path) for run, path in zip(runs, checkpoints, strict=True)}
-    metrics_out = work_dir / "metrics.json"
-    run_inversion(dict(spec["settings"]), labelled, images, work_dir, metrics_out, figure_out=out_pdf)
-    metrics = read_json(metrics_out)
+    name: str, spec: Mapping[str, Any], metrics_path: Path, grid: Path, out_pdf: Path, out_json: Path
+) -> dict[str, Any]:
+    """Figs. 2 and 6 from what ``goodtransfer invert`` wrote: its grid PDF becomes the figure, the mean
+    LPIPS per run of its ``metrics.json`` the record's heights."""
+    labels = [run["label"] for run in spec["runs"]]
+    metrics = read_json(metrics_path)
+    if not isinstance(metrics, Mapping) or sorted(metrics) != sorted(labels):
+        found = sorted(metrics) if isinstance(metrics, Mapping) else type(metrics).__name__
+        raise InputError(
+            f"{metrics_path}: inversions of {found}; expected one per run label {labels} of figures.{name} "
+            "(rerun its inversion job)"
+        )
+    for label in labels:
+        _fields(metrics_path, metrics[label], ("lpips_mean",), f"{label}: ", "an inversion's lpips_mean")
+    write_bytes(out_pdf, Path(grid).read_bytes())
     record = {
         "name": name,
         "kind": "inversion",
         "caption": spec["caption"],
         "pdf": str(out_pdf),
-        "images": [str(path) for path in images],
+        "images": list(metrics[labels[0]]["images"]),
         "runs": {
-            run["label"]: {"run": run["run"], "checkpoint": str(path)}
-            for run, path in zip(runs, checkpoints, strict=True)
+            run["label"]: {"run": run["run"], "checkpoint": metrics[run["label"]]["checkpoint"]}
+            for run in spec["runs"]
         },
-        "heights": {label: metrics[label]["lpips_mean"] for label in labelled},
-        "metrics": str(metrics_out),
+        "heights": {label: metrics[label]["lpips_mean"] for label in labels},
+        "metrics": str(metrics_path),
+        "grid": str(grid),
     }
     write_json(out_json, record)
     return record

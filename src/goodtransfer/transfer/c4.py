@@ -20,7 +20,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.resnet import ResNet
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class C4Backbone(nn.Module):

@@ -47,6 +47,7 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
+from goodtransfer.data.samplers import IterationSampler
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
@@ -60,7 +61,6 @@ from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
-from goodtransfer.transfer.voc_detection import IterationSampler
 
 SPEC_KEYS = (
     "train_splits", "test_split", "max_iter", "ims_per_batch", "base_lr", "momentum", "weight_decay",

@@ -50,6 +50,8 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import infer_arch, resnet_from_checkpoint
 from goodtransfer.data.cityscapes import IGNORE, load_split, read_train_ids
 from goodtransfer.data.images import open_rgb
+from goodtransfer.data.samplers import IterationSampler
+from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
@@ -58,10 +60,8 @@ from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationE
 from goodtransfer.finite import null_if_nan, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict
-from goodtransfer.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
-from goodtransfer.transfer.voc_detection import IterationSampler
 
 SPEC_KEYS = (
     "max_iter", "ims_per_batch", "base_lr", "min_lr", "power", "momentum", "weight_decay", "crop_size",

@@ -61,6 +61,7 @@ from goodtransfer.checkpoint import load_torch, save_torch
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.images import open_rgb
 from goodtransfer.data.miniimagenet import base_class_split, load_split
+from goodtransfer.data.transforms import normalize
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import FiniteLoss, LrSchedule, ProgressLog
@@ -68,7 +69,6 @@ from goodtransfer.evaluate.fewshot import mean_and_ci95
 from goodtransfer.finite import DivergedError, require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import pooled_features
-from goodtransfer.pretrain.augment import normalize
 from goodtransfer.progress import Progress
 from goodtransfer.resume import clear_state, dataset_digest, file_digest, seed_everything
 from goodtransfer.schedule import step

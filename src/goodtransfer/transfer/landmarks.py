@@ -42,6 +42,7 @@ from torchvision.models.resnet import ResNet
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.celeba import landmarks, mafl_samples
 from goodtransfer.data.images import open_rgb
+from goodtransfer.data.transforms import normalize
 from goodtransfer.device import Compute
 from goodtransfer.engine import Hook, Trainer
 from goodtransfer.engine.hooks import (
@@ -57,7 +58,6 @@ from goodtransfer.evaluate.landmarks import landmark_error
 from goodtransfer.finite import require_steps, task_key
 from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim
-from goodtransfer.pretrain.augment import normalize
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
 from goodtransfer.schedule import epoch_lr

@@ -21,6 +21,7 @@ from torchvision import transforms as T
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.imagefolder import image_folder
+from goodtransfer.data.transforms import eval_transform, normalize
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import (
@@ -34,7 +35,6 @@ from goodtransfer.engine.hooks import (
 )
 from goodtransfer.io import spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim, pooled_features
-from goodtransfer.pretrain.augment import eval_transform, normalize
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, downstream_key, seed_everything
 from goodtransfer.schedule import epoch_lr

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.images import open_rgb
+from goodtransfer.data.samplers import IterationSampler
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
@@ -78,40 +79,6 @@ class VocDetectionData(Dataset):
                 dim=1,
             )
         return image, {"boxes": boxes, "labels": labels}, record.image_id
-
-
-class IterationSampler(Sampler):
-    """Batches for iterations ``start..max_iter``: reshuffled each pass, flips drawn per iteration.
-
-    Every batch is a function of (seed, iteration), so a resumed run sees the batches it would have seen.
-    """
-
-    def __init__(self, size: int, batch: int, seed: int, start: int, stop: int, flip: bool) -> None:
-        self.size, self.batch, self.seed, self.start, self.stop, self.flip = (
-            size,
-            batch,
-            seed,
-            start,
-            stop,
-            flip,
-        )
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
-        for iteration in range(self.start, self.stop):
-            first = iteration * self.batch
-            positions = [self._order(k // self.size)[k % self.size] for k in range(first, first + self.batch)]
-            flips = torch.rand(
-                self.batch, generator=torch.Generator().manual_seed(self.seed * 7919 + iteration)
-            )
-            yield [(p, bool(f < 0.5) and self.flip) for p, f in zip(positions, flips.tolist(), strict=True)]
-
-    def _order(self, epoch: int) -> list[int]:
-        return torch.randperm(
-            self.size, generator=torch.Generator().manual_seed(self.seed * 104729 + epoch)
-        ).tolist()
 
 
 def _collate(batch: list[Any]) -> tuple[list[Any], ...]:
