@@ -215,7 +215,7 @@ def test_voc_class_i_is_drawn_as_kind_i() -> None:
 
 
 def test_unusable_voc_class_lists_are_named(tmp_path: Path) -> None:
-    # Any names are drawable (a user may configure "potted plant"), but not blank, repeated or more than VOC's.
+    # Any names are drawable (a user may write "potted plant"); not blank, repeated or more than VOC has.
     for classes, named in (
         (("aeroplane", " "), r"classes: \[' '\] are not names"),
         (("aeroplane", "aeroplane"), r"classes: expected distinct names"),
