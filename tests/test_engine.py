@@ -129,8 +129,8 @@ def _linear_command(spec: dict, backbone: Path, data: Path, out: Path) -> list[s
 
 
 def test_linear_readout_killed_mid_run_resumes_to_the_same_numbers(imagenet, random_backbone, tmp_path):
-    spec = {**read_yaml(ROOT / "config.yaml")["linear"], "augment_train": True, "epochs": 40,
-            "milestones": [20, 30], "batch_size": 8, "run": "r", "seed": 0, "device": "cpu",
+    spec = {**read_yaml(ROOT / "config.yaml")["linear"], "augment_train": True, "epochs": 24,
+            "milestones": [12, 18], "batch_size": 8, "run": "r", "seed": 0, "device": "cpu",
             "precision": "fp32", "channels_last": False}  # fmt: skip
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     subprocess.run(
@@ -215,25 +215,3 @@ def test_precise_bn_sets_running_statistics_to_the_mean_of_the_batch_statistics(
     assert count == 5 and model[1].momentum == 0.1  # momentum restored
     torch.testing.assert_close(model[1].running_mean, torch.stack([h.mean(0) for h in hidden]).mean(0))
     torch.testing.assert_close(model[1].running_var, torch.stack([h.var(0) for h in hidden]).mean(0))
-
-
-def test_tensorboard_scalars_of_a_tiny_voc_finetune_read_back(random_backbone, tmp_path):
-    from goodtransfer.data.synthetic.voc import generate_voc
-    from goodtransfer.transfer import voc_detection
-
-    root = tmp_path / "VOC2007"
-    generate_voc(root, classes=["aeroplane", "bicycle"], trainval_images=4, test_images=2, image_size=64,
-                 max_objects=1, seed=0)  # fmt: skip
-    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], "max_iter": 4, "steps": [3],
-            "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64, "checkpoint_period": 2,
-            "classes": ["aeroplane", "bicycle"], "run": "r", "protocol": "voc07", "seed": 0, "device": "cpu",
-            "precision": "fp32", "channels_last": False}  # fmt: skip
-    out = tmp_path / "voc"
-    voc_detection.finetune_voc(
-        spec, random_backbone, root, out / "metrics.json", out / "d.json", out / "state"
-    )
-    scalars = _scalars(out / "tensorboard")
-    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4]
-    assert {"train/loss_classifier", "train/loss_box_reg", "train/loss_objectness"} <= set(scalars)
-    lrs = [value for _, value in scalars["train/lr"]]
-    assert lrs[-1] == pytest.approx(spec["base_lr"] * 0.1) and lrs[0] < lrs[1]  # warmup, then the step

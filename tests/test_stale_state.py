@@ -18,6 +18,7 @@ from goodtransfer.evaluate import inversion
 from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import voc_detection
+from tests.test_engine import _scalars
 from tests.workflow import ROOT, copy_workflow, pretrain_command, snakemake, tiny_moco_spec
 
 CLASSES = ["aeroplane", "bicycle"]
@@ -78,6 +79,12 @@ def test_finetune_after_the_backbone_was_retrained_equals_a_fresh_finetune(tmp_p
     assert {k: after[k] for k in ("AP", "AP50", "AP75")} == {k: fresh[k] for k in ("AP", "AP50", "AP75")}
     assert (job / "detections.json").read_bytes() == (tmp_path / "fresh/detections.json").read_bytes()
     assert not (job / "state").exists(), "the state outlived the finished job"
+    # TensorBoard holds this run's scalars only (the killed run's were removed at the fresh start).
+    scalars = _scalars(job / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert {"train/loss_classifier", "train/loss_box_reg", "train/loss_objectness"} <= set(scalars)
+    lrs = [value for _, value in scalars["train/lr"]]
+    assert lrs[-1] == pytest.approx(_voc_spec()["base_lr"] * 0.1) and lrs[0] < lrs[1]  # warmup, then the step
 
 
 def _kill_when_state_reaches(command: list[str], state: Path, epoch: int) -> int:

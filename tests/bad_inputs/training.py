@@ -168,7 +168,7 @@ CASES: list[Case] = [
     Case("train-voc-diverged", lambda t: _voc(t, base_lr=1e12, warmup_factor=1.0),
          (*DIVERGED, "at iteration", "(lr 1e+12)", "base_lr"), 2),
     Case("train-voc-empty-training-split", voc_empty_training_split,
-         ("run mocov2-f: 0 training images, batch_size 4: zero steps", "trainval"), 2),
+         ("ImageSets/Main/trainval.txt: lists no image ids", "expected one image id per line"), 2),
     Case("train-table-nan-in-metrics", lambda t: _table(t, '{"AP": NaN, "run": "moco"}'),
          ("metrics.json: holds NaN (not valid JSON)", "rerun that job"), 2),
     Case("train-table-infinity-in-metrics", lambda t: _table(t, '{"AP": -Infinity, "run": "moco"}'),
