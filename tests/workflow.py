@@ -47,12 +47,25 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Targets must come before ``--configfile``, which takes every following word as a file."""
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Targets must come before ``--configfile``, which takes every following word as a file; ``env``
+    adds variables."""
     command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     # The rules call `python`: make it this interpreter, whatever PATH the tests were started with.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, **(env or {}), "PATH": path}
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def no_slurm_cluster(folder: Path) -> dict[str, str]:
+    """Variables for a Snakemake that must not look for a SLURM cluster: where SLURM's client tools are
+    installed but no controller runs (after the SLURM tests), the SLURM executor plugin asks
+    `scontrol show config` at start-up and waits 9 s; an empty SLURM_CONF makes that fail at once."""
+    conf = folder / "slurm.conf"
+    conf.write_text("")
+    return {"SLURM_CONF": str(conf)}
 
 
 def planned_jobs(output: str) -> list[tuple[str, str]]:
