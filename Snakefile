@@ -5,6 +5,7 @@ from snakemake.utils import min_version, validate
 
 from goodtransfer.config_check import check_config
 from goodtransfer.io import InputError
+from goodtransfer.schema import schema_path
 
 min_version("9.0")
 
@@ -12,7 +13,7 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "rules/schemas/config.schema.yaml")
+validate(config, str(schema_path()))
 # Beyond the schema: every name and cross-reference, and the numbers a job would trip on hours later.
 # The message names the key; the checker's frames would only hide it.
 try:

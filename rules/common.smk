@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from goodtransfer import config as gtc
 from goodtransfer.fetch import released_url
+from goodtransfer.config_check import detection_protocols
 from goodtransfer.published import check_published_run
 
 FP_FIGURES = (
@@ -33,18 +34,19 @@ def dataset_check(name):
     return f"results/datasets/{name}.json"
 
 
-def detection_entry(protocol):
-    return gtc.detection_entry(config, protocol)
+def protocols_pattern():
+    """Wildcard constraint matching exactly the configured ``downstream`` protocols."""
+    return "|".join(map(re.escape, config["downstream"])) or "(?!)"
 
 
-def detection_protocols_pattern():
-    """Wildcard constraint matching exactly the configured ``detection`` protocols."""
-    return "|".join(map(re.escape, config["detection"])) or "(?!)"
+def voc_protocols_pattern():
+    """The protocols of task voc_detection (the false-positive analyses read their detections)."""
+    return "|".join(map(re.escape, detection_protocols(config))) or "(?!)"
 
 
-def detection_checks(protocol):
-    """The dataset checks a detection protocol needs: its own dataset and any extra training set."""
-    entry = detection_entry(protocol)
+def protocol_checks(protocol):
+    """The dataset checks a protocol needs: its own dataset and any extra training set."""
+    entry = gtc.downstream_entry(config, protocol)
     names = [
         entry["dataset"],
         *(item["dataset"] for item in entry.get("extra_train", [])),
@@ -195,12 +197,6 @@ def generator_seed(name):
     """A stand-in's own ``generate.seed`` (so two sets of one kind differ, e.g. VOC2012 and VOC2007), else
     the workflow's seed."""
     return gtc.dataset_of(config, name)["generate"].get("seed", config["seed"])
-
-
-def transfer_protocols_pattern():
-    """Wildcard constraint matching exactly the configured ``transfer`` protocols."""
-    names = gtc.transfer_protocols(config)
-    return "|".join(names) if names else "(?!)"
 
 
 def downstream_metrics(protocol, run):

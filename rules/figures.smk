@@ -4,24 +4,24 @@
 
 rule fp_analysis:
     input:
-        detections=lambda w: f"results/{w.protocol}/{w.run}/seed{first_seed(w.protocol)}/detections.json",
-        data=lambda w: detection_checks(w.protocol),
+        metrics=lambda w: f"results/{w.protocol}/{w.run}/seed{first_seed(w.protocol)}/metrics.json",
+        data=lambda w: protocol_checks(w.protocol),
     output:
         "results/fp_analysis/{protocol}/{run}.json",
     log:
         "logs/fp_analysis/{protocol}/{run}.log",
     wildcard_constraints:
-        protocol=detection_protocols_pattern(),
+        protocol=voc_protocols_pattern(),
     conda:
         PYTHON_ENV
     container:
         PYTHON_CONTAINER
     params:
-        root=lambda w: dataset_root(detection_entry(w.protocol)["dataset"]),
-        split=lambda w: detection_entry(w.protocol)["test_split"],
+        root=lambda w: dataset_root(gtc.downstream_entry(config, w.protocol)["dataset"]),
+        split=lambda w: gtc.downstream_entry(config, w.protocol)["test_split"],
         options=lambda w: spec_json(fp_analysis_options(w.protocol)),
     shell:
-        "python -m goodtransfer fp-analysis --detections {input.detections:q} --voc-root {params.root:q}"
+        "python -m goodtransfer fp-analysis --metrics {input.metrics:q} --voc-root {params.root:q}"
         " --split {params.split:q} --options {params.options:q} --out {output:q} 2> {log:q}"
 
 

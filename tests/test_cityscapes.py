@@ -25,10 +25,12 @@ from goodtransfer.transfer.deeplab import (
     dilate_resnet,
     poly_lr,
     rescale_size,
-    run,
 )
+from goodtransfer.transfer.tasks import DownstreamJob, run
+from tests.workflow import run_protocol
 
 TINY_SPEC = {
+    "task": "segmentation", "dataset": "cityscapes", "data_kind": "cityscapes", "protocol": "cityscapes",
     "max_iter": 8, "ims_per_batch": 2, "base_lr": 0.01, "min_lr": 1e-4, "power": 0.9, "momentum": 0.9,
     "weight_decay": 5e-4, "crop_size": [64, 64], "scale": [128, 64], "ratio_range": [0.5, 2.0],
     "cat_max_ratio": 0.75, "aspp_dilations": [12, 24, 36], "head_channels": 64, "aux_channels": 32,
@@ -55,7 +57,7 @@ def finished_run(stand_in, tmp_path_factory):
     log = io.StringIO()
     with contextlib.redirect_stderr(log), pytest.MonkeyPatch.context() as patch:
         patch.setenv("GOODTRANSFER_KEEP_STATE", "1")  # as a run killed after its last checkpoint leaves it
-        run(TINY_SPEC, checkpoint, stand_in, out / "metrics.json", out / "state")
+        run_protocol(TINY_SPEC, checkpoint, stand_in, out)
     return out, checkpoint, json.loads((out / "metrics.json").read_text()), log.getvalue()
 
 
@@ -188,7 +190,7 @@ def test_rerun_resumes_from_the_mid_run_checkpoint_with_the_same_result(finished
     out, checkpoint, first, first_log = finished_run
     log = io.StringIO()
     with contextlib.redirect_stderr(log):
-        run(TINY_SPEC, checkpoint, stand_in, out / "metrics-resumed.json", out / "state")
+        run(DownstreamJob(TINY_SPEC, checkpoint, stand_in, out / "metrics-resumed.json", out / "state"))
     resumed = json.loads((out / "metrics-resumed.json").read_text())
     assert resumed["resumed_from"] == 4 and "resuming tiny from iteration 4" in log.getvalue()
     # the same batches, augmentations and dropout masks: iterations 5..8 repeat the same losses
@@ -200,5 +202,5 @@ def test_rerun_resumes_from_the_mid_run_checkpoint_with_the_same_result(finished
 
 def test_missing_spec_key_is_named(stand_in, tmp_path):
     spec = {k: v for k, v in TINY_SPEC.items() if k != "cat_max_ratio"}
-    with pytest.raises(InputError, match="missing key.*cat_max_ratio"):
-        run(spec, tmp_path / "none.pt", stand_in, tmp_path / "m.json", tmp_path / "state")
+    with pytest.raises(InputError, match="downstream.cityscapes: 'cat_max_ratio' is a required property"):
+        run_protocol(spec, tmp_path / "none.pt", stand_in, tmp_path)

@@ -21,9 +21,11 @@ from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import coco_instance
 from goodtransfer.transfer.c4 import backbone_keys_loaded
+from tests.workflow import run_protocol
 
 CATEGORIES = 3
 SPEC = {
+    "task": "coco_instance", "dataset": "coco2017", "data_kind": "coco", "protocol": "coco",
     "train_splits": ["train2017"], "test_split": "val2017", "max_iter": 6, "ims_per_batch": 2,
     "base_lr": 0.02, "momentum": 0.9, "weight_decay": 1.0e-4, "weight_decay_norm": 0.0, "steps": [4],
     "warmup_iters": 2, "warmup_factor": 0.001, "min_size_train": [80, 96], "min_size_test": 96,
@@ -259,7 +261,7 @@ def test_run_writes_coco_metrics_and_resumes_to_the_same_result(
 ):
     out = tmp_path / "out"
     monkeypatch.setenv("GOODTRANSFER_KEEP_STATE", "1")  # as a run killed after its last checkpoint leaves it
-    coco_instance.run(SPEC, checkpoint, coco_root, out / "metrics.json", out / "state")
+    run_protocol(SPEC, checkpoint, coco_root, out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert all(0.0 <= metrics[k] <= 100.0 for k in coco_instance.METRICS)
     assert metrics["resumed_from"] == 0 and metrics["train_images"] < 8 and metrics["test_images"] == 4
@@ -269,21 +271,22 @@ def test_run_writes_coco_metrics_and_resumes_to_the_same_result(
     }
     assert (out / "state" / "last.pt").is_file()
     (out / "metrics.json").unlink()
-    coco_instance.run(SPEC, checkpoint, coco_root, out / "metrics.json", out / "state", out / "again.json")
-    resumed = json.loads((out / "metrics.json").read_text())
+    first = (out / "coco_instances_results.json").read_bytes()
+    resumed = run_protocol(SPEC, checkpoint, coco_root, out)
     assert resumed["resumed_from"] == 3
-    assert json.loads((out / "again.json").read_text()) == results
+    assert (out / "coco_instances_results.json").read_bytes() == first
+    assert resumed["files"] == metrics["files"]  # the same results, by their SHA-256
 
 
 def test_diverging_run_stops_at_the_first_bad_iteration_keeping_only_finite_state(
     coco_root, checkpoint, tmp_path, one_thread
 ):
-    spec = {**SPEC, "base_lr": 1e8, "warmup_factor": 1.0, "checkpoint_period": 1, "protocol": "coco"}
+    spec = {**SPEC, "base_lr": 1e8, "warmup_factor": 1.0, "checkpoint_period": 1}
     out = tmp_path / "out"
     with pytest.raises(
-        DivergedError, match=r"run tiny: loss is \S+ at iteration \d+ .*transfer\.coco\.base_lr"
+        DivergedError, match=r"run tiny: loss is \S+ at iteration \d+ .*downstream\.coco\.base_lr"
     ) as err:
-        coco_instance.run(spec, checkpoint, coco_root, out / "metrics.json", out / "state")
+        run_protocol(spec, checkpoint, coco_root, out)
     bad = int(re.search(r"at iteration (\d+)", str(err.value)).group(1))
     assert not (out / "metrics.json").exists()
     assert load_torch(out / "state" / "last.pt")["iteration"] == bad - 1  # the bad step's state is not saved

@@ -84,9 +84,22 @@ def test_milestone_past_the_last_epoch_fails():
 
 def test_detection_step_past_max_iter_fails():
     _fails(
-        lambda config: config["detection"]["voc07"].update(steps=[100, 150]),
-        "detection.voc07.steps: [150] are outside the run of 150 iterations",
+        lambda config: config["downstream"]["voc07"].update(steps=[100, 150]),
+        "downstream.voc07.steps: [150] are outside the run of 150 iterations",
     )
+
+
+def test_inherited_protocol_is_checked_against_its_task_settings_naming_the_key():
+    _fails(
+        lambda config: config["downstream"]["voc07_curve"].update(eval_periodd=3),
+        "downstream.voc07_curve: Additional properties are not allowed ('eval_periodd' was unexpected) "
+        "(the settings of task 'voc_detection', inherit applied)",
+    )
+    _fails(
+        lambda config: config["downstream"]["voc0712"].update(rpn={"pre_nms_topk_train": "10"}),
+        "downstream.voc0712.rpn.pre_nms_topk_train: '10' is not of type 'integer'",
+    )
+    _fails(lambda config: config["downstream"]["mafl"].update(task="landmark"), "downstream.mafl.task")
 
 
 def test_figure_epoch_no_backbone_is_kept_at_fails():
@@ -108,14 +121,14 @@ def test_kept_backbone_row_is_taken_by_tables_but_not_by_inversion_figures():
 
 def test_inherit_loop_and_undefined_extra_train_dataset_fail():
     _fails(
-        lambda config: config["detection"]["voc07"].update(inherit="voc0712"),
-        "detection.voc07.inherit: inherits from itself",
+        lambda config: config["downstream"]["voc07"].update(inherit="voc0712"),
+        "downstream.voc07.inherit: inherits from itself",
     )
     _fails(
-        lambda config: config["detection"]["voc0712"].update(
+        lambda config: config["downstream"]["voc0712"].update(
             extra_train=[{"dataset": "voc13", "split": "x"}]
         ),
-        "detection.voc0712.extra_train[0].dataset: 'voc13' is not a dataset",
+        "downstream.voc0712.extra_train[0].dataset: 'voc13' is not a dataset",
     )
 
 

@@ -323,7 +323,7 @@ def test_config_schema_takes_a_decode_mode_per_dataset():
     from goodtransfer.io import read_yaml
     from tests.workflow import ROOT
 
-    schema = read_yaml(ROOT / "rules" / "schemas" / "config.schema.yaml")["properties"]["datasets"]
+    schema = read_yaml(ROOT / "src/goodtransfer/config.schema.yaml")["properties"]["datasets"]
     entry = {"kind": "voc", "root": "data/voc", "generate": False}
     jsonschema.validate({"voc": {**entry, "check": {"decode": "full", "sample": 4}}}, schema)
     with pytest.raises(jsonschema.ValidationError, match="'quick' is not one of"):

@@ -19,10 +19,9 @@ from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from goodtransfer.device import Compute
 from goodtransfer.engine import Hook, Trainer
 from goodtransfer.engine.hooks import EpochCheckpoint, EpochEnd, History, LrSchedule, Reseed
-from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.resume import ResumeState, seed_everything
-from tests.workflow import ROOT, pretrain_command, tiny_moco_spec
+from tests.workflow import FP32_CPU, pretrain_command, protocol_spec, tiny_moco_spec
 
 CPU = Compute.from_spec({"device": "cpu", "precision": "fp32", "channels_last": False})
 
@@ -122,16 +121,15 @@ def random_backbone(tmp_path_factory) -> Path:
 
 def _linear_command(spec: dict, backbone: Path, data: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "goodtransfer", "--threads", "1", "linear", "--spec", json.dumps(spec),
+        sys.executable, "-m", "goodtransfer", "--threads", "1", "downstream", "--spec", json.dumps(spec),
         "--checkpoint", str(backbone), "--data", str(data), "--metrics", str(out / "metrics.json"),
         "--state-dir", str(out / "state"),
     ]  # fmt: skip
 
 
 def test_linear_readout_killed_mid_run_resumes_to_the_same_numbers(imagenet, random_backbone, tmp_path):
-    spec = {**read_yaml(ROOT / "config.yaml")["linear"], "augment_train": True, "epochs": 24,
-            "milestones": [12, 18], "batch_size": 8, "run": "r", "seed": 0, "device": "cpu",
-            "precision": "fp32", "channels_last": False}  # fmt: skip
+    spec = protocol_spec("linear", "r", augment_train=True, epochs=24, milestones=[12, 18], batch_size=8,
+                         **FP32_CPU)  # fmt: skip
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     subprocess.run(
         _linear_command(spec, random_backbone, imagenet, straight), check=True, capture_output=True
@@ -177,9 +175,7 @@ def test_tensorboard_scalars_of_a_tiny_pretraining_and_readout_read_back(imagene
     assert [round(v, 4) for _, v in scalars["epoch/loss"]] == [round(e["loss"], 4) for e in log["history"]]
     assert {round(v, 6) for _, v in scalars["train/lr"]} == {round(e["lr"], 6) for e in log["history"]}
 
-    linear = {**read_yaml(ROOT / "config.yaml")["linear"], "epochs": 3, "milestones": [2], "batch_size": 8,
-              "run": "r", "seed": 0, "device": "cpu", "precision": "fp32",
-              "channels_last": False}  # fmt: skip
+    linear = protocol_spec("linear", "r", epochs=3, milestones=[2], batch_size=8, **FP32_CPU)
     out = tmp_path / "linear"
     subprocess.run(_linear_command(linear, random_backbone, imagenet, out), check=True, capture_output=True)
     readout = _scalars(out / "tensorboard")

@@ -19,6 +19,7 @@ from goodtransfer.finite import DivergedError
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import fewshot
+from tests.workflow import run_protocol
 
 SIZES = {"classes_per_split": (6, 5, 5), "images_per_class": 8, "image_size": 32}
 OPT = {"lr": 0.01, "momentum": 0.9, "dampening": 0.9, "weight_decay": 0.001, "batch_size": 4}
@@ -189,7 +190,7 @@ def test_base_classifier_that_diverges_stops_naming_the_step_and_base_lr() -> No
     cpu = Compute.from_spec({"device": "cpu", "precision": "fp32", "channels_last": False})
     x, y = torch.randn(40, 8) * 1e20, torch.arange(40) % 4
     spec = _spec(base_lr=1e20, protocol="fewshot")
-    with pytest.raises(DivergedError, match=r"loss is nan at epoch 1 step 2 .*transfer\.fewshot\.base_lr"):
+    with pytest.raises(DivergedError, match=r"loss is nan at epoch 1 step 2 .*downstream\.fewshot\.base_lr"):
         fewshot.base_accuracy((x, y), (x, y), spec, cpu)
 
 
@@ -200,6 +201,7 @@ def test_base_classifier_that_diverges_stops_naming_the_step_and_base_lr() -> No
 
 def _spec(**overrides: object) -> dict:
     spec = {
+        "task": "fewshot", "dataset": "miniimagenet", "data_kind": "miniimagenet", "protocol": "fewshot",
         "run": "fewshot-tiny", "seed": 0, "device": "cpu", "precision": "fp32", "channels_last": False,
         "input_size": 32, "resize_ratio": 1.15, "feature_batch_size": 32, "workers": 0,
         "n_way": 5, "shots": [1, 2], "n_query": 3, "episodes": 10,
@@ -218,7 +220,7 @@ def test_run_writes_metrics_and_reuses_cached_features(
     state = {"arch": "resnet10", "method": "random", "run": "t"}
     save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), state)
     spec = _spec()
-    fewshot.run(spec, checkpoint, data_root, tmp_path / "metrics.json", tmp_path / "state")
+    run_protocol(spec, checkpoint, data_root, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("acc_1shot", "acc_2shot", "base_acc"):
         assert 0.0 <= metrics[key] <= 100.0
@@ -234,13 +236,12 @@ def test_run_writes_metrics_and_reuses_cached_features(
     with monkeypatch.context() as patch:
         patch.setattr(fewshot, "base_accuracy", _killed)
         with pytest.raises(KeyboardInterrupt):
-            fewshot.run(spec, checkpoint, data_root, tmp_path / "again.json", tmp_path / "state")
+            run_protocol(spec, checkpoint, data_root, tmp_path)
     cached = sorted(p.name for p in (tmp_path / "state").iterdir())
     assert cached == [f"features_{n}.pt" for n in ("base_train", "base_val", "test", "val")]
     capsys.readouterr()
-    fewshot.run(spec, checkpoint, data_root, tmp_path / "again.json", tmp_path / "state")
+    again = run_protocol(spec, checkpoint, data_root, tmp_path)
     assert capsys.readouterr().err.count("reusing") == 4
-    again = json.loads((tmp_path / "again.json").read_text())
     assert {k: v for k, v in again.items() if k != "seconds"} == {
         k: v for k, v in metrics.items() if k != "seconds"
     }
@@ -256,11 +257,11 @@ def test_cached_features_of_other_backbone_weights_at_the_same_path_are_not_reus
     with monkeypatch.context() as patch:
         patch.setattr(fewshot, "base_accuracy", _killed)
         with pytest.raises(KeyboardInterrupt):
-            fewshot.run(_spec(), checkpoint, data_root, tmp_path / "m.json", tmp_path / "state")
+            run_protocol(_spec(), checkpoint, data_root, tmp_path)
     torch.manual_seed(1)  # retrained: other weights, same path
     save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), meta)
     capsys.readouterr()
-    fewshot.run(_spec(), checkpoint, data_root, tmp_path / "m.json", tmp_path / "state")
+    run_protocol(_spec(), checkpoint, data_root, tmp_path)
     assert "reusing" not in capsys.readouterr().err
 
 
@@ -269,9 +270,9 @@ def _killed(*args, **kwargs):
 
 
 def test_run_rejects_a_bad_spec_naming_the_key(data_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="'shots'"):
-        fewshot.run(_spec(shots=[]), tmp_path / "x.pt", data_root, tmp_path / "m.json", tmp_path / "s")
+    with pytest.raises(InputError, match=r"downstream\.fewshot\.shots: \[\] should be non-empty"):
+        run_protocol(_spec(shots=[]), tmp_path / "x.pt", data_root, tmp_path)
     spec = _spec()
     del spec["base_lr"]
-    with pytest.raises(InputError, match="missing key.*base_lr"):
-        fewshot.run(spec, tmp_path / "x.pt", data_root, tmp_path / "m.json", tmp_path / "s")
+    with pytest.raises(InputError, match="downstream.fewshot: 'base_lr' is a required property"):
+        run_protocol(spec, tmp_path / "x.pt", data_root, tmp_path)

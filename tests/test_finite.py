@@ -15,12 +15,11 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.finite import DivergedError, ZeroStepsError, null_if_nan
-from goodtransfer.io import InputError, read_json, read_yaml, write_json
+from goodtransfer.io import InputError, read_json, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain.train import pretrain
 from goodtransfer.report.tables import build_table
-from goodtransfer.transfer import voc_detection
-from tests.workflow import ROOT, pretrain_command, tiny_moco_spec
+from tests.workflow import FP32_CPU, pretrain_command, protocol_spec, run_protocol, tiny_moco_spec
 
 DIVERGED = re.compile(
     r"run (\S+): loss is (nan|inf|-inf) at (epoch \d+ step \d+|iteration \d+) \(lr ([^)]+)\)"
@@ -84,17 +83,13 @@ def voc(tmp_path_factory):
 
 
 def _voc_spec(**overrides) -> dict:
-    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], "max_iter": 4, "steps": [3],
-            "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64, "checkpoint_period": 2,
-            "classes": ["aeroplane", "bicycle"], "run": "mocov2-f", "seed": 0, "device": "cpu",
-            "precision": "fp32", "channels_last": False}  # fmt: skip
-    return {**spec, **overrides}
+    return protocol_spec("voc07", "mocov2-f", **{
+        "max_iter": 4, "steps": [3], "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64,
+        "checkpoint_period": 2, "classes": ["aeroplane", "bicycle"], **FP32_CPU, **overrides})  # fmt: skip
 
 
 def _finetune(spec: dict, voc: Path, out: Path) -> None:
-    voc_detection.finetune_voc(
-        spec, voc / "random.pt", voc / "VOC2007", out / "metrics.json", out / "detections.json", out / "state"
-    )
+    run_protocol(spec, voc / "random.pt", voc / "VOC2007", out)
 
 
 def test_voc_finetune_with_huge_lr_stops_before_any_metrics_or_state(voc, tmp_path):
@@ -115,9 +110,7 @@ def test_voc_with_an_empty_training_split_fails_naming_the_split_file_before_tra
     (root / "ImageSets/Main/trainval.txt").write_text("")
     (root / "ImageSets/Main/test.txt").write_text((voc / "VOC2007/ImageSets/Main/test.txt").read_text())
     with pytest.raises(InputError, match=r"ImageSets/Main/trainval.txt: lists no image ids"):
-        voc_detection.finetune_voc(
-            _voc_spec(), voc / "random.pt", root, tmp_path / "m.json", tmp_path / "d.json", tmp_path / "s"
-        )
+        run_protocol(_voc_spec(), voc / "random.pt", root, tmp_path)
 
 
 def test_write_json_refuses_nan_naming_the_file_and_key_path(tmp_path):

@@ -20,9 +20,14 @@ from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import landmarks as protocol
+from tests.workflow import run_protocol
 
 HEADER = " ".join(celeba.LANDMARK_HEADER)
 TINY_SPEC: dict[str, Any] = {
+    "task": "landmarks",
+    "dataset": "celeba",
+    "data_kind": "celeba",
+    "protocol": "mafl",
     "run": "tiny",
     "seed": 0,
     "device": "cpu",
@@ -78,7 +83,7 @@ def full_size_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def finished_run(tiny_root: Path, random_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted tiny run: ``metrics.json`` and ``state/last.pt`` under the returned folder."""
     out = tmp_path_factory.mktemp("run")
-    protocol.run(TINY_SPEC, random_checkpoint, tiny_root, out / "metrics.json", out / "state")
+    run_protocol(TINY_SPEC, random_checkpoint, tiny_root, out)
     return out
 
 
@@ -261,8 +266,8 @@ def test_regressor_head_sees_the_spatial_res5_map_of_non_square_inputs() -> None
 
 def test_spec_without_a_key_is_refused_naming_it(tmp_path: Path, random_checkpoint: Path) -> None:
     spec = {k: v for k, v in TINY_SPEC.items() if k != "optimizer"}
-    with pytest.raises(InputError, match="'optimizer' is missing"):
-        protocol.run(spec, random_checkpoint, tmp_path, tmp_path / "m.json", tmp_path / "s")
+    with pytest.raises(InputError, match=r"downstream\.mafl: 'optimizer' is a required property"):
+        run_protocol(spec, random_checkpoint, tmp_path, tmp_path)
 
 
 # ---------------------------------------------------------------- end to end and resume
@@ -292,11 +297,11 @@ def test_resume_after_interrupted_epoch_ends_with_bitwise_same_weights(
 
     monkeypatch.setattr(protocol, "_loader", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        protocol.run(TINY_SPEC, random_checkpoint, tiny_root, tmp_path / "metrics.json", tmp_path / "state")
+        run_protocol(TINY_SPEC, random_checkpoint, tiny_root, tmp_path)
     assert not (tmp_path / "metrics.json").exists()
     assert load_torch(tmp_path / "state" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(protocol, "_loader", real_loader)
-    protocol.run(TINY_SPEC, random_checkpoint, tiny_root, tmp_path / "metrics.json", tmp_path / "state")
+    run_protocol(TINY_SPEC, random_checkpoint, tiny_root, tmp_path)
     whole, resumed = (json.loads((d / "metrics.json").read_text()) for d in (finished_run, tmp_path))
     assert resumed["resumed_from"] == 1
     assert (whole["error"], whole["train_loss"]) == (resumed["error"], resumed["train_loss"])

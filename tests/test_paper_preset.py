@@ -29,15 +29,13 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     rules = Counter(rule for rule, _ in jobs)
     # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34;
     # 3 Mini-ImageNet and 4 CelebA runs (Scratch included); one linear readout per ImageNet-scale model.
-    assert (rules["pretrain"], rules["fetch_released_checkpoint"], rules["linear_readout"]) == (41, 2, 34)
     protocols = Counter(
-        wildcards.split(",")[0].removeprefix("protocol=")
-        for rule, wildcards in jobs
-        if rule in ("voc_detection", "transfer")
+        wildcards.split(",")[0].removeprefix("protocol=") for rule, wildcards in jobs if rule == "downstream"
     )
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (41, 2, 34)
     # VOC07: 28 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
     assert protocols == {
-        "voc07": 28 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 25, "cityscapes": 25,
+        "linear": 34, "voc07": 28 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 25, "cityscapes": 25,
         "fewshot": 3, "mafl": 4,
     }  # fmt: skip
     assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))
@@ -55,7 +53,7 @@ def test_paper_preset_keeps_the_papers_settings():
     moco = gtc.pretrain_spec(paper, "mocov2-frcgb")
     assert (moco["lr"], moco["moco"]["K"], moco["moco"]["m"], moco["moco"]["T"]) == (0.03, 65536, 0.999, 0.2)
     assert (moco["epochs"], moco["batch_size"]) == (200, 256)
-    voc = gtc.detection_spec(paper, "voc07", "run")
+    voc = gtc.downstream_spec(paper, "voc07", "run")
     assert (voc["max_iter"], voc["ims_per_batch"], voc["base_lr"], voc["steps"]) == (
         9000,
         16,
@@ -119,7 +117,7 @@ def test_exemplar_and_table10_settings_follow_the_paper():
 
 
 def test_voc0712_protocol_adds_voc2012_trainval_with_the_24k_schedule():
-    voc = gtc.detection_spec(_paper_config(), "voc0712", "run")
+    voc = gtc.downstream_spec(_paper_config(), "voc0712", "run")
     assert voc["extra_train"] == [{"dataset": "voc2012", "split": "trainval"}]
     assert (voc["max_iter"], voc["steps"], voc["test_split"]) == (24000, [18000, 22000], "test")
 
@@ -134,7 +132,7 @@ def test_paper_preset_plans_each_downstream_task_with_the_papers_settings(workdi
     done = snakemake(workdir, *targets, "-n", "-p", "--configfile", "presets/paper.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
-    transfers = sorted(w for rule, w in jobs if rule == "transfer")
+    transfers = sorted(w for rule, w in jobs if rule == "downstream")
     assert transfers == sorted(
         f"protocol={t.split('/')[1]}, run={t.split('/')[2]}, seed=0" for t in targets
     ), transfers
@@ -155,10 +153,12 @@ def test_paper_only_tables_6_and_10_plan_their_runs_and_protocols(workdir):
     done = snakemake(workdir, "table6", "table10", "-n", "--configfile", "presets/paper.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
-    voc0712 = {w for rule, w in jobs if rule == "voc_detection" and "voc0712" in w}
+    voc0712 = {w for rule, w in jobs if rule == "downstream" and "voc0712" in w}
     assert len(voc0712) == 5 * 5  # five models, five seeds each
     readouts = {
-        w.removeprefix("run=").removesuffix(", seed=0") for rule, w in jobs if rule == "linear_readout"
+        w.removeprefix("protocol=linear, run=").removesuffix(", seed=0")
+        for rule, w in jobs
+        if rule == "downstream" and w.startswith("protocol=linear,")
     }
     assert {"supervised-800ep", "mocov1-k1m", "exemplarv2-t0.2"} <= readouts
     assert len(readouts) == 14  # 5 + 10 rows, MoCo-v2 in both
@@ -181,18 +181,16 @@ def test_released_preset_regenerates_tables_1_to_3_from_the_authors_checkpoints(
     assert rules["pretrain"] == rules["fetch_released_checkpoint"] == 25
     commands = [line for line in done.stdout.splitlines() if " pretrain --spec " in line]
     assert len(commands) == 25 and all('"import_from": "checkpoints/released/' in line for line in commands)
-    protocols = Counter(
-        w.split(",")[0].removeprefix("protocol=") for r, w in jobs if r in ("voc_detection", "transfer")
-    )
-    assert protocols == {"voc07": 25 * 5, "coco": 25, "cityscapes": 25}
-    assert rules["linear_readout"] == 25 and rules["table_json"] == 6 and "figure4" not in rules
+    protocols = Counter(w.split(",")[0].removeprefix("protocol=") for r, w in jobs if r == "downstream")
+    assert protocols == {"linear": 25, "voc07": 25 * 5, "coco": 25, "cityscapes": 25}
+    assert rules["table_json"] == 6 and "figure4" not in rules
     assert "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/" in done.stdout
 
 
 def test_paper_voc_and_coco_protocols_use_precise_bn_and_no_norm_weight_decay():
     load = lambda name: yaml.safe_load((ROOT / name).read_text())  # noqa: E731
     merged = gtc.deep_merge(load("config.yaml"), load("presets/paper.yaml"))
-    specs = [gtc.detection_spec(merged, name, "r") for name in ("voc07", "voc0712", "voc07_curve")]
-    specs.append(gtc.transfer_spec(merged, "coco", "r"))
+    specs = [gtc.downstream_spec(merged, name, "r") for name in ("voc07", "voc0712", "voc07_curve")]
+    specs.append(gtc.downstream_spec(merged, "coco", "r"))
     for spec in specs:
         assert spec["weight_decay_norm"] == 0.0 and spec["precise_bn_iters"] == 200, spec.get("protocol")

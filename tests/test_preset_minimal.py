@@ -74,13 +74,10 @@ def resolved_specs(config: Mapping[str, Any]) -> dict[str, Any]:
     specs: dict[str, Any] = {
         f"pretrain/{run}": gtc.pretrain_spec(config, run) for run in gtc.pretrain_runs(config)
     }
-    specs["linear"] = gtc.linear_spec(config, "RUN")
-    for protocol in config["detection"]:
-        specs[f"detection/{protocol}"] = gtc.detection_spec(config, protocol, "RUN")
-        specs[f"detection/{protocol}/extra_train"] = gtc.extra_train_sets(config, protocol)
-    for protocol in gtc.transfer_protocols(config):
-        specs[f"transfer/{protocol}"] = gtc.transfer_spec(config, protocol, "RUN")
-    protocols = [*config["detection"], *gtc.transfer_protocols(config), "linear", "default"]
+    for protocol in gtc.downstream_protocols(config):
+        specs[f"downstream/{protocol}"] = gtc.downstream_spec(config, protocol, "RUN")
+        specs[f"downstream/{protocol}/extra_train"] = gtc.extra_train_sets(config, protocol)
+    protocols = [*gtc.downstream_protocols(config), "default"]
     specs["seeds"] = {protocol: gtc.downstream_seeds(config, protocol) for protocol in protocols}
     for table, declaration in config["tables"].items():
         specs[f"tables/{table}"] = {**declaration, "runs": gtc.table_runs(config, table)}

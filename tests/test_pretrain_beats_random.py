@@ -34,10 +34,10 @@ def _goodtransfer(*args: str) -> None:
 
 
 def _readout(config: dict, name: str, checkpoint: Path, data: Path, out: Path) -> float:
-    spec = json.dumps(gtc.linear_spec(config, name))
-    metrics = out / f"{name}-linear.json"
-    _goodtransfer("linear", "--spec", spec, "--checkpoint", str(checkpoint), "--data", str(data),
-                  "--metrics", str(metrics), "--state-dir", str(out / f"{name}-linear-state"))  # fmt: skip
+    spec = json.dumps(gtc.downstream_spec(config, "linear", name))
+    metrics = out / f"{name}-linear" / "metrics.json"
+    _goodtransfer("downstream", "--spec", spec, "--checkpoint", str(checkpoint), "--data", str(data),
+                  "--metrics", str(metrics), "--state-dir", str(metrics.parent / "state"))  # fmt: skip
     return json.loads(metrics.read_text())["top1"]
 
 

@@ -98,7 +98,7 @@ def test_every_job_ran_as_a_completed_slurm_job_with_the_profile_resources(slurm
     assert sorted(job["Comment"] for job in jobs) == [
         "rule_check_dataset_wildcards_imagenet",
         "rule_generate_imagenet",
-        "rule_linear_readout_wildcards_supervised-f_0",
+        "rule_downstream_wildcards_linear_supervised-f_0",
         "rule_pretrain_wildcards_supervised-f",
     ]
     assert {(job["State"], job["Partition"], job["AllocCPUS"], job["ReqMem"]) for job in jobs} == {

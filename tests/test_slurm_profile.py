@@ -68,10 +68,11 @@ def test_paper_pretraining_asks_for_eight_gpus_and_runs_torchrun_with_eight_rank
 
 
 def test_paper_voc_fine_tune_asks_for_one_gpu_and_runs_one_process(paper_dry_run):
-    job = paper_dry_run["voc_detection"]
+    job = paper_dry_run["downstream"]
     resources = job["resources"]
-    assert (resources["slurm_partition"], resources["gpu"], resources["runtime"]) == ("gpu", "1", "1440")
-    assert job["shell"].startswith("python -m goodtransfer --threads 8 voc")
+    assert (resources["slurm_partition"], resources["gpu"], resources["cpus_per_task"]) == ("gpu", "1", "16")
+    assert resources["runtime"] == "2880"  # the longest protocol's 48 h (COCO, the readout)
+    assert job["shell"].startswith("python -m goodtransfer --threads 8 downstream")
     assert "gpu" not in paper_dry_run["check_dataset"]["resources"]
 
 

@@ -15,11 +15,18 @@ from goodtransfer.checkpoint import load_backbone, load_torch, save_backbone
 from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from goodtransfer.data.synthetic.voc import generate_voc
 from goodtransfer.evaluate import inversion
-from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import voc_detection
 from tests.test_engine import _scalars
-from tests.workflow import ROOT, copy_workflow, pretrain_command, snakemake, tiny_moco_spec
+from tests.workflow import (
+    FP32_CPU,
+    copy_workflow,
+    pretrain_command,
+    protocol_spec,
+    run_protocol,
+    snakemake,
+    tiny_moco_spec,
+)
 
 CLASSES = ["aeroplane", "bicycle"]
 
@@ -41,18 +48,13 @@ def _backbone(path: Path, seed: int) -> Path:
 
 
 def _voc_spec() -> dict:
-    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], "max_iter": 6, "base_lr": 0.005,
-            "steps": [4], "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64,
-            "checkpoint_period": 3, "classes": CLASSES, "run": "r", "seed": 0, "device": "cpu",
-            "precision": "fp32", "channels_last": False}  # fmt: skip
-    return spec
+    return protocol_spec("voc07", "r", max_iter=6, base_lr=0.005, steps=[4], warmup_iters=1,
+                         min_size_train=[64], min_size_test=64, checkpoint_period=3, classes=CLASSES,
+                         **FP32_CPU)  # fmt: skip
 
 
 def _finetune(checkpoint: Path, voc_root: Path, out: Path) -> dict:
-    voc_detection.finetune_voc(
-        _voc_spec(), checkpoint, voc_root, out / "metrics.json", out / "detections.json", out / "state"
-    )
-    return json.loads((out / "metrics.json").read_text())
+    return run_protocol(_voc_spec(), checkpoint, voc_root, out)
 
 
 def _killed(*args, **kwargs):

@@ -169,8 +169,11 @@ def test_initial_checkpoint_is_reused_until_arch_seed_or_init_from_change(tmp_pa
     ("change", "message"),
     [
         ({"task": "fewshot", "data_kind": "miniimagenet"}, r"task 'fewshot' cannot save a backbone.*coco"),
-        ({"data_kind": "imagefolder"}, r"task 'segmentation' reads cityscapes data .* kind 'imagefolder'"),
-        ({"task": "nope"}, r"transfer task 'nope' is unknown"),
+        (
+            {"data_kind": "imagefolder"},
+            r"kind 'imagefolder'; task 'segmentation' expects a 'cityscapes' dataset",
+        ),
+        ({"task": "nope"}, r"downstream task 'nope' is unknown"),
         ({"task_settings": None}, r"pretrain\.runs\.t: method task needs keys task .* and task_settings"),
     ],
 )

@@ -53,12 +53,12 @@ def test_each_stand_in_is_generated_and_checked_once(transferred):
 
 def test_a_task_on_a_dataset_of_the_wrong_kind_fails_naming_both(tmp_path):
     workdir = copy_workflow(tmp_path)
-    (workdir / "wrong.yaml").write_text("transfer:\n  fewshot: {dataset: imagenet}\n")
+    (workdir / "wrong.yaml").write_text("downstream:\n  fewshot: {dataset: imagenet}\n")
     result = snakemake(
         workdir, "results/fewshot/supervised-f/seed0/metrics.json", "--configfile", "tiny.yaml", "wrong.yaml"
     )
     assert result.returncode != 0
     # Refused at start-up by the config check, before any job runs.
-    expected = "config: transfer.fewshot.dataset: dataset 'imagenet' is of kind 'imagefolder'; expected a"
+    expected = "config: downstream.fewshot.dataset: dataset 'imagenet' is of kind 'imagefolder'; expected a"
     assert expected in result.stderr and "dataset of kind miniimagenet" in result.stderr
     assert not (workdir / "logs/fewshot").exists()

@@ -10,9 +10,8 @@ import torch
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.data.synthetic.voc import generate_voc
-from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
-from tests.workflow import ROOT
+from tests.workflow import FP32_CPU, protocol_spec
 
 CLASSES = ["aeroplane", "bicycle"]
 
@@ -26,14 +25,12 @@ def test_extra_training_set_is_added_to_the_training_images(tmp_path):
     checkpoint = tmp_path / "checkpoint.pt"
     meta = {"method": "random", "run": "r", "config_hash": "-", "epoch": 0, "arch": "resnet10"}
     save_backbone(checkpoint, backbone_state_dict(build_resnet("resnet10")), meta)
-    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], "max_iter": 2, "steps": [1],
-            "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64, "classes": CLASSES, "run": "r",
-            "seed": 0, "device": "cpu", "precision": "fp32", "channels_last": False}  # fmt: skip
+    spec = protocol_spec("voc07", "r", max_iter=2, steps=[1], warmup_iters=1, min_size_train=[64],
+                         min_size_test=64, classes=CLASSES, **FP32_CPU)  # fmt: skip
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "goodtransfer", "voc", "--spec", json.dumps(spec), "--checkpoint",
-               str(checkpoint), "--data", str(voc07), "--metrics", str(out / "metrics.json"), "--detections",
-               str(out / "detections.json"), "--state-dir", str(out / "state"), "--extra-train", str(voc12),
-               "trainval"]  # fmt: skip
+    command = [sys.executable, "-m", "goodtransfer", "downstream", "--spec", json.dumps(spec), "--checkpoint",
+               str(checkpoint), "--data", str(voc07), "--metrics", str(out / "metrics.json"),
+               "--state-dir", str(out / "state"), "--extra-train", str(voc12), "trainval"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -3,7 +3,6 @@ goes on as if it had not been, and a resumed run records the same curve as an un
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,9 @@ import torch
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.data.synthetic.voc import generate_voc
-from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import voc_detection
-from tests.workflow import ROOT
+from tests.workflow import FP32_CPU, protocol_spec, run_protocol
 
 CLASSES = ["aeroplane", "bicycle"]
 TRAIN_SIZES, TEST_SIZE = (56, 64), 72  # different, so a size left behind by an evaluation shows
@@ -47,19 +45,14 @@ def one_thread():
 
 
 def _spec(**overrides) -> dict:
-    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], "max_iter": 6, "base_lr": 0.005,
-            "steps": [4],
-            "warmup_iters": 1, "min_size_train": list(TRAIN_SIZES), "min_size_test": TEST_SIZE,
-            "checkpoint_period": 3, "eval_period": 3, "classes": CLASSES, "run": "r", "seed": 0,
-            "device": "cpu", "precision": "fp32", "channels_last": False}  # fmt: skip
-    return {**spec, **overrides}
+    return protocol_spec("voc07", "r", **{
+        "max_iter": 6, "base_lr": 0.005, "steps": [4], "warmup_iters": 1, "min_size_train": list(TRAIN_SIZES),
+        "min_size_test": TEST_SIZE, "checkpoint_period": 3, "eval_period": 3, "classes": CLASSES, **FP32_CPU,
+        **overrides})  # fmt: skip
 
 
 def _run(spec: dict, checkpoint: Path, voc_root: Path, out: Path) -> dict:
-    voc_detection.finetune_voc(
-        spec, checkpoint, voc_root, out / "metrics.json", out / "detections.json", out / "state"
-    )
-    return json.loads((out / "metrics.json").read_text())
+    return run_protocol(spec, checkpoint, voc_root, out)
 
 
 def test_curve_has_one_entry_per_period_ending_with_the_final_metrics_and_training_resumes_in_train_mode(

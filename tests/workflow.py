@@ -105,3 +105,26 @@ def tiny_moco_spec(**overrides) -> dict:
         "device": "cpu", "precision": "fp32", "channels_last": False, "seed": 0,
     }  # fmt: skip
     return {**spec, **overrides}
+
+
+FP32_CPU = {"device": "cpu", "precision": "fp32", "channels_last": False}  # compute for exactness tests
+
+
+def protocol_spec(protocol: str, run: str = "run", **overrides) -> dict:
+    """config.yaml's resolved spec of a downstream ``protocol``, as the workflow passes it, with
+    ``overrides`` on top (tests shrink the protocols)."""
+    from goodtransfer import config as gtc
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    return {**gtc.downstream_spec(config, protocol, run), **overrides}
+
+
+def run_protocol(spec: dict, checkpoint: Path, data: Path, folder: Path, **fields) -> dict:
+    """One downstream job through the task registry, as `goodtransfer downstream` runs it: metrics.json and
+    the task's other outputs in ``folder``, its state in ``folder/state``; returns the metrics."""
+    from goodtransfer.transfer.tasks import DownstreamJob, run
+
+    job = DownstreamJob(
+        spec, Path(checkpoint), Path(data), folder / "metrics.json", folder / "state", **fields
+    )
+    return run(job)

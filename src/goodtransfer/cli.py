@@ -25,42 +25,12 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain(json.loads(args.spec), args.data, args.out, args.state_dir, args.train_log, args.data_check)
 
 
-def _linear(args: argparse.Namespace) -> None:
-    from goodtransfer.transfer.linear import linear_readout
+def _downstream(args: argparse.Namespace) -> None:
+    from goodtransfer.transfer.tasks import DownstreamJob, run
 
-    linear_readout(
-        json.loads(args.spec), args.checkpoint, args.data, args.metrics, args.state_dir, args.data_check
-    )
-
-
-def _voc(args: argparse.Namespace) -> None:
-    from goodtransfer.transfer.voc_detection import finetune_voc
-
-    finetune_voc(
-        json.loads(args.spec),
-        args.checkpoint,
-        args.data,
-        args.metrics,
-        args.detections,
-        args.state_dir,
-        [(Path(root), split) for root, split in args.extra_train or []],
-        args.data_check,
-    )
-
-
-def _transfer(args: argparse.Namespace) -> None:
-    from goodtransfer.transfer.tasks import runner, task
-
+    extra = tuple((Path(root), split) for root, split in args.extra_train or [])
     spec = json.loads(args.spec)
-    expected = task(spec["task"]).data_kind
-    if spec.get("data_kind") != expected:
-        raise InputError(
-            f"config: transfer.{spec.get('protocol')}: dataset {spec.get('dataset')!r} is of kind "
-            f"{spec.get('data_kind')!r}; task {spec['task']!r} expects a {expected!r} dataset"
-        )
-    runner(spec["task"])(
-        spec, args.checkpoint, args.data, args.metrics, args.state_dir, data_checks=args.data_check
-    )
+    run(DownstreamJob(spec, args.checkpoint, args.data, args.metrics, args.state_dir, extra, args.data_check))
 
 
 def _check_dataset(args: argparse.Namespace) -> None:
@@ -123,22 +93,14 @@ def _fetch(args: argparse.Namespace) -> None:
     print(f"fetched {args.url} -> {args.out} (sha256 {sha256})", file=sys.stderr)
 
 
-def _detectron2(args: argparse.Namespace) -> None:
-    from goodtransfer.transfer.detectron2_backend import run_detectron2
-
-    roots = dict(pair.split("=", 1) for pair in args.data)
-    run_detectron2(
-        json.loads(args.spec), args.protocol, args.checkpoint, roots, args.metrics, args.work_dir,
-        norm=args.norm, num_gpus=args.num_gpus,
-    )  # fmt: skip
-
-
 def _fp_analysis(args: argparse.Namespace) -> None:
     from goodtransfer.evaluate.error_analysis import write_analysis
+    from goodtransfer.transfer.tasks import file_beside
 
     options = json.loads(args.options)
+    detections = file_beside(args.metrics, "detections.json")
     write_analysis(
-        args.out, args.detections, args.voc_root, args.split, top_n=options.pop("top_n", None), **options
+        args.out, detections, args.voc_root, args.split, top_n=options.pop("top_n", None), **options
     )
 
 
@@ -185,12 +147,8 @@ def _spec(args: argparse.Namespace) -> None:
         merged = gtc.deep_merge(merged, read_yaml(path))
     if args.kind == "pretrain":
         spec = gtc.pretrain_spec(merged, args.run)
-    elif args.kind == "linear":
-        spec = gtc.linear_spec(merged, args.run)
-    elif args.kind in merged.get("transfer", {}):
-        spec = gtc.transfer_spec(merged, args.kind, args.run)
     else:
-        spec = gtc.detection_spec(merged, args.kind, args.run)
+        spec = gtc.downstream_spec(merged, args.kind, args.run)
     print(json.dumps(spec, sort_keys=True))
 
 
@@ -214,27 +172,16 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
     job.add_argument("--train-log", type=Path, required=True, help="per-epoch loss and speed, JSON")
     job.set_defaults(func=_pretrain)
-    for name, func, help_text in (
-        ("linear", _linear, "linear readout"),
-        ("voc", _voc, "VOC detection"),
-        ("transfer", _transfer, "a registered downstream task (COCO, Cityscapes, few-shot, MAFL)"),
-    ):
-        command = sub.add_parser(name, help=help_text)
-        command.add_argument("--checkpoint", type=Path, required=True)
-        command.add_argument("--metrics", type=Path, required=True)
-        command.set_defaults(func=func)
-        if name in ("linear", "voc", "transfer"):
-            command.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
-        if name == "voc":
-            command.add_argument("--detections", type=Path, required=True)
-            command.add_argument(
-                "--extra-train",
-                nargs=2,
-                action="append",
-                metavar=("ROOT", "SPLIT"),
-                help="another VOC training set, e.g. VOC2012 trainval for 07+12",
-            )
-    for command in (job, sub.choices["linear"], sub.choices["voc"], sub.choices["transfer"]):
+    down = sub.add_parser("downstream", help="one run of a downstream protocol (goodtransfer.transfer.tasks)")
+    down.add_argument("--checkpoint", type=Path, required=True, help="the backbone")
+    down.add_argument("--metrics", type=Path, required=True, help="metrics.json; other outputs go beside it")
+    down.add_argument("--state-dir", type=Path, required=True, help="resumable state lives here")
+    down.add_argument(
+        "--extra-train", nargs=2, action="append", metavar=("ROOT", "SPLIT"),
+        help="another training set of the protocol's extra_train, e.g. VOC2012 trainval for 07+12",
+    )  # fmt: skip
+    down.set_defaults(func=_downstream)
+    for command in (job, down):
         command.add_argument("--spec", required=True, help="the job's resolved spec, JSON")
         command.add_argument("--data", type=Path, required=True, help="dataset root")
         command.add_argument(
@@ -296,24 +243,10 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.set_defaults(func=_fetch)
-    d2 = sub.add_parser("detectron2", help="a VOC/COCO protocol through detectron2 (the detection container)")
-    d2.add_argument("--protocol", choices=["voc07", "voc0712", "coco"], required=True)
-    d2.add_argument(
-        "--spec", required=True, help="the protocol's resolved spec, JSON (goodtransfer spec ...)"
-    )
-    d2.add_argument("--checkpoint", type=Path, required=True)
-    d2.add_argument(
-        "--data", nargs="+", required=True, metavar="NAME=ROOT", help="VOC2007=..., VOC2012=..., coco=..."
-    )
-    d2.add_argument("--metrics", type=Path, required=True)
-    d2.add_argument("--work-dir", type=Path, required=True)
-    d2.add_argument(
-        "--norm", default="naiveSyncBN", help="MODEL.RESNETS.NORM (MoCo's naiveSyncBN by default)"
-    )
-    d2.add_argument("--num-gpus", type=int, default=1)
-    d2.set_defaults(func=_detectron2)
     fp = sub.add_parser("fp-analysis", help="false-positive types of VOC detections (Hoiem et al. 2012)")
-    fp.add_argument("--detections", type=Path, required=True)
+    fp.add_argument(
+        "--metrics", type=Path, required=True, help="a VOC run's metrics.json (detections beside)"
+    )
     fp.add_argument("--voc-root", type=Path, required=True)
     fp.add_argument("--split", required=True)
     fp.add_argument("--options", default="{}", help="analysis options, JSON (top_n, toolbox_cut, ...)")
@@ -352,14 +285,14 @@ def _parser() -> argparse.ArgumentParser:
     released.add_argument("--registry", type=Path, default=Path("paper/reference/released_checkpoints.yaml"))
     released.set_defaults(func=_released)
     spec = sub.add_parser("spec", help="print a job's resolved spec (JSON), as the workflow passes it")
-    spec.add_argument("kind", help="pretrain, linear, or a detection protocol such as voc07")
+    spec.add_argument("kind", help="pretrain, or a downstream protocol such as linear or voc07")
     spec.add_argument("run")
     spec.add_argument("--configfile", nargs="*", default=[], help="overrides on top of ./config.yaml")
     spec.set_defaults(func=_spec)
     return parser
 
 
-OUTPUT_ARGS = ("out", "metrics", "detections", "train_log", "out_pdf", "out_json")
+OUTPUT_ARGS = ("out", "metrics", "train_log", "out_pdf", "out_json")
 OWNED_DIR_ARGS = ("state_dir", "work_dir")
 
 
@@ -394,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unwind_on_sigterm()
     try:
         _sweep(args)
-        if args.command in {"pretrain", "linear", "voc", "transfer", "invert"}:
+        if args.command in {"pretrain", "downstream", "invert"}:
             _threads(args.threads)
         args.func(args)
     except InputError as err:

@@ -55,10 +55,10 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
 
 
 def _task_settings(config: Mapping[str, Any], spec: dict[str, Any], run: str) -> dict[str, Any]:
-    """Method task: the ``transfer`` protocol ``task_protocol``'s settings (without its task and dataset)
+    """Method task: the downstream protocol ``task_protocol``'s settings (without its task and dataset)
     with the run's ``task_settings`` on top."""
     protocol = spec.pop("task_protocol")
-    entry = dict(_lookup(config, "transfer", protocol))
+    entry = downstream_entry(config, protocol)
     task = entry.pop("task")
     if task != spec.get("task"):
         raise InputError(
@@ -97,60 +97,42 @@ def downstream_seeds(config: Mapping[str, Any], protocol: str) -> list[int]:
     return [config["seed"] + index for index in range(count)]
 
 
-def linear_spec(config: Mapping[str, Any], run: str, seed: int | None = None) -> dict[str, Any]:
-    return {**config["linear"], **config["compute"], "run": run, "seed": _seed(config, seed)}
-
-
 def _seed(config: Mapping[str, Any], seed: int | None) -> int:
     return config["seed"] if seed is None else int(seed)
 
 
-def detection_spec(
-    config: Mapping[str, Any], protocol: str, run: str, seed: int | None = None
-) -> dict[str, Any]:
-    """A detection protocol's settings; ``inherit: <protocol>`` starts from another protocol's entry
-    (e.g. Figure 4's VOC07 run that is also evaluated every ``eval_period`` iterations)."""
-    spec = detection_entry(config, protocol)
-    classes = dataset_of(config, spec["dataset"])["classes"]
-    return {
-        **spec, **config["compute"], "classes": classes, "protocol": protocol, "run": run,
-        "seed": _seed(config, seed),
-    }  # fmt: skip
+def downstream_protocols(config: Mapping[str, Any]) -> list[str]:
+    return list(config["downstream"])
 
 
-def detection_entry(config: Mapping[str, Any], protocol: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    entry = dict(_lookup(config, "detection", protocol))
+def downstream_entry(config: Mapping[str, Any], protocol: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A protocol's settings; ``inherit: <protocol>`` starts from another protocol's entry (e.g. Figure 4's
+    VOC07 run that is also evaluated every ``eval_period`` iterations) and changes some keys."""
+    entry = dict(_lookup(config, "downstream", protocol))
     parent = entry.pop("inherit", None)
     if parent is None:
         return entry
     if parent in (*seen, protocol):
-        raise InputError(f"config: detection.{protocol}.inherit: {parent!r} inherits from itself")
-    return deep_merge(detection_entry(config, parent, (*seen, protocol)), entry)
+        raise InputError(f"config: downstream.{protocol}.inherit: {parent!r} inherits from itself")
+    return deep_merge(downstream_entry(config, parent, (*seen, protocol)), entry)
 
 
-def transfer_protocols(config: Mapping[str, Any]) -> list[str]:
-    return list(config.get("transfer", {}))
-
-
-def transfer_spec(
+def downstream_spec(
     config: Mapping[str, Any], protocol: str, run: str, seed: int | None = None
 ) -> dict[str, Any]:
-    """A ``transfer`` protocol's settings for one run; ``task`` and ``dataset`` say what runs on what."""
-    entry = dict(_lookup(config, "transfer", protocol))
-    kind = dataset_of(config, entry["dataset"])["kind"]
-    return {
-        **entry,
-        **config["compute"],
-        "data_kind": kind,
-        "protocol": protocol,
-        "run": run,
-        "seed": _seed(config, seed),
-    }
+    """One run of a downstream protocol: its resolved entry, the compute settings, what the data is (the
+    dataset's kind; a VOC dataset's class names, in label order) and which run and seed."""
+    entry = downstream_entry(config, protocol)
+    dataset = dataset_of(config, entry["dataset"])
+    spec = {**entry, **config["compute"], "data_kind": dataset["kind"], "protocol": protocol, "run": run}
+    if dataset["kind"] == "voc":
+        spec["classes"] = dataset["classes"]
+    return {**spec, "seed": _seed(config, seed)}
 
 
 def extra_train_sets(config: Mapping[str, Any], protocol: str) -> list[tuple[str, str]]:
-    """(root, split) of each additional training set of a detection protocol (VOC07+12's VOC2012)."""
-    extra = detection_entry(config, protocol).get("extra_train", [])
+    """(root, split) of each additional training set of a protocol (VOC07+12's VOC2012 trainval)."""
+    extra = downstream_entry(config, protocol).get("extra_train", [])
     return [(dataset_of(config, item["dataset"])["root"], item["split"]) for item in extra]
 
 

@@ -4,7 +4,7 @@ section to another, and the numeric constraints a job would otherwise hit hours 
 The schema checks each value on its own; this checks that they fit together, so a table row naming an
 undefined run fails in a second naming the key, even when an old table would let the run finish.
 Each failure is an ``InputError`` whose message starts ``config: <dotted key>:`` and says what was
-expected. Only the standard library and goodtransfer.config are imported: `snakemake -n` stays fast.
+expected. Only light modules are imported (no torch): `snakemake -n` stays fast.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from goodtransfer import config as gtc
 from goodtransfer.io import InputError
+from goodtransfer.schema import check_task_entry
 from goodtransfer.transfer.tasks import TASKS
 
 # A name becomes one path component (results/<protocol>/<run>/...) and one shell word.
@@ -23,9 +24,7 @@ NAME_RULE = "letters, digits and . _ + - only, not starting with '.'"
 EPOCH_REF = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
 # results/<name>/ folders the workflow itself writes: a protocol of that name would share them.
 RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report")
-NAMED_SECTIONS = (
-    "datasets", "pretrain.recipes", "pretrain.runs", "detection", "transfer", "tables", "figures",
-)  # fmt: skip
+NAMED_SECTIONS = ("datasets", "pretrain.recipes", "pretrain.runs", "downstream", "tables", "figures")
 # Kinds a run can pretrain on (data.registry.pretraining_images); coco and cityscapes images have one class.
 PRETRAIN_KINDS = ("imagefolder", "miniimagenet", "celeba", "coco", "cityscapes")
 SINGLE_CLASS_KINDS = ("coco", "cityscapes")
@@ -75,23 +74,9 @@ def check_names(config: Mapping[str, Any]) -> None:
     for dotted in NAMED_SECTIONS:
         for name in section(config, dotted):
             check_name(dotted, name)
-    protocols = protocol_names(config)
-    for name in protocols:
+    for name in section(config, "downstream"):
         if name in RESERVED:
-            fail(f"{protocols[name]}.{name}", f"{name!r} is a results/ folder of the workflow; rename it")
-    clash = set(section(config, "detection")) & set(section(config, "transfer"))
-    if "linear" in section(config, "detection") or "linear" in section(config, "transfer"):
-        clash.add("linear")
-    if clash:
-        fail("transfer", f"protocols {sorted(clash)} are declared twice; expected each name in one section")
-
-
-def protocol_names(config: Mapping[str, Any]) -> dict[str, str]:
-    """Every downstream protocol -> the section that declares it."""
-    names = {"linear": "linear"}
-    names.update({name: "detection" for name in section(config, "detection")})
-    names.update({name: "transfer" for name in section(config, "transfer")})
-    return names
+            fail(f"downstream.{name}", f"{name!r} is a results/ folder of the workflow; rename it")
 
 
 # Datasets ---------------------------------------------------------------------------------------------
@@ -218,12 +203,9 @@ def check_run_task(config: Mapping[str, Any], key: str, merged: Mapping[str, Any
         fail(key, "method 'task' needs task and task_protocol (or task_settings)")
     if merged.get("task_protocol"):
         protocol = merged["task_protocol"]
-        expect_in(f"{key}.task_protocol", protocol, section(config, "transfer"), "a transfer protocol")
-        if config["transfer"][protocol]["task"] != task:
-            fail(
-                f"{key}.task_protocol",
-                f"{protocol!r} is a {config['transfer'][protocol]['task']} protocol; expected a {task} one",
-            )
+        expect_in(f"{key}.task_protocol", protocol, section(config, "downstream"), "a downstream protocol")
+        if (declared := gtc.downstream_entry(config, protocol).get("task")) != task:
+            fail(f"{key}.task_protocol", f"{protocol!r} is a {declared} protocol; expected a {task} one")
     dataset_kind(config, f"{key}.dataset", merged["dataset"], [TASKS[task].data_kind])
     init = re.fullmatch(r"results/pretrain/([^/]+)/checkpoint\.pt", str(merged.get("init_from") or ""))
     if init:
@@ -280,55 +262,62 @@ def check_kept_epoch(config: Mapping[str, Any], key: str, run: str, epoch: int) 
 
 
 def check_protocols(config: Mapping[str, Any]) -> None:
-    linear = config["linear"]
-    dataset_kind(config, "linear.dataset", linear["dataset"], ["imagefolder"])
-    check_schedule("linear", linear, "epochs", "milestones")
-    for protocol in section(config, "detection"):
-        check_detection(config, protocol)
-    for protocol, entry in section(config, "transfer").items():
-        key = f"transfer.{protocol}"
-        dataset_kind(config, f"{key}.dataset", entry["dataset"], [TASKS[entry["task"]].data_kind])
-        check_transfer_numbers(key, entry)
+    downstream = section(config, "downstream")
+    for protocol in downstream:
+        key, chain = f"downstream.{protocol}", [protocol]
+        while "inherit" in downstream[chain[-1]]:
+            parent = downstream[chain[-1]]["inherit"]
+            expect_in(f"downstream.{chain[-1]}.inherit", parent, downstream, "a downstream protocol")
+            if parent in chain:
+                fail(f"{key}.inherit", f"inherits from itself ({' -> '.join([*chain, parent])})")
+            chain.append(parent)
+        entry = gtc.downstream_entry(config, protocol)
+        if "task" not in entry or "dataset" not in entry:
+            fail(key, "names no task and dataset, nor inherits them; expected `task:` and `dataset:`")
+        task = entry["task"]
+        check_task_entry(key, task, entry)
+        dataset_kind(config, f"{key}.dataset", entry["dataset"], [TASKS[task].data_kind])
+        check_protocol_numbers(config, key, entry)
 
 
-def check_detection(config: Mapping[str, Any], protocol: str) -> None:
-    key = f"detection.{protocol}"
-    detection, chain = config["detection"], [protocol]
-    while "inherit" in detection[chain[-1]]:
-        parent = detection[chain[-1]]["inherit"]
-        expect_in(f"detection.{chain[-1]}.inherit", parent, detection, "a detection protocol")
-        if parent in chain:
-            fail(f"{key}.inherit", f"inherits from itself ({' -> '.join([*chain, parent])})")
-        chain.append(parent)
-    entry = gtc.detection_entry(config, protocol)
-    dataset_kind(config, f"{key}.dataset", entry.get("dataset"), ["voc"])
-    classes = config["datasets"][entry["dataset"]]["classes"]
-    for index, item in enumerate(entry.get("extra_train", [])):
-        where = f"{key}.extra_train[{index}].dataset"
-        dataset_kind(config, where, item["dataset"], ["voc"])
-        if config["datasets"][item["dataset"]]["classes"] != classes:
-            fail(where, f"{item['dataset']!r} has other classes than {entry['dataset']!r}; expected the same")
-    check_schedule(key, entry, "max_iter", "steps")
-    if entry.get("eval_period", 0) > entry["max_iter"]:
-        fail(
-            f"{key}.eval_period",
-            f"{entry['eval_period']} is past max_iter {entry['max_iter']}; expected fewer",
-        )
-
-
-def check_transfer_numbers(key: str, entry: Mapping[str, Any]) -> None:
-    if entry["task"] == "coco_instance":
+def check_protocol_numbers(config: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> None:
+    task = entry["task"]
+    if task in ("voc_detection", "coco_instance"):
         check_schedule(key, entry, "max_iter", "steps")
-    elif entry["task"] == "fewshot":
+    if task == "voc_detection":
+        classes = config["datasets"][entry["dataset"]]["classes"]
+        for index, item in enumerate(entry.get("extra_train", [])):
+            where = f"{key}.extra_train[{index}].dataset"
+            dataset_kind(config, where, item["dataset"], ["voc"])
+            if config["datasets"][item["dataset"]]["classes"] != classes:
+                fail(
+                    where,
+                    f"{item['dataset']!r} has other classes than {entry['dataset']!r}; expected the same",
+                )
+        if entry.get("eval_period", 0) > entry["max_iter"]:
+            fail(
+                f"{key}.eval_period",
+                f"{entry['eval_period']} is past max_iter {entry['max_iter']}; expected fewer",
+            )
+    elif task == "linear":
+        check_schedule(key, entry, "epochs", "milestones")
+    elif task == "fewshot":
         check_schedule(key, entry, "base_epochs", "base_milestones")
-    elif entry["task"] == "landmarks":
+    elif task == "landmarks":
         if entry["schedule"] == "step" and "milestones" not in entry:
             fail(f"{key}.milestones", "missing; schedule 'step' needs its milestones (epochs)")
         check_schedule(key, entry, "epochs", "milestones")
 
 
+def detection_protocols(config: Mapping[str, Any]) -> list[str]:
+    """The protocols of task voc_detection (the false-positive and training-curve figures read them)."""
+    return [
+        p for p in section(config, "downstream") if gtc.downstream_entry(config, p)["task"] == "voc_detection"
+    ]
+
+
 def check_seeds(config: Mapping[str, Any]) -> None:
-    known = ["default", *protocol_names(config)]
+    known = ["default", *section(config, "downstream")]
     for name in config.get("seeds", {}):
         expect_in("seeds", name, known, "a protocol (or default)")
 
@@ -337,7 +326,7 @@ def check_seeds(config: Mapping[str, Any]) -> None:
 
 
 def check_tables(config: Mapping[str, Any]) -> None:
-    protocols = list(protocol_names(config))
+    protocols = list(section(config, "downstream"))
     for table, entry in config["tables"].items():
         key = f"tables.{table}"
         keys = [column["key"] for column in entry["columns"]]
@@ -370,20 +359,20 @@ def check_figures(config: Mapping[str, Any]) -> None:
 
 
 def check_fp_figure(config: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> None:
-    expect_in(f"{key}.protocol", entry["protocol"], section(config, "detection"), "a detection protocol")
+    expect_in(f"{key}.protocol", entry["protocol"], detection_protocols(config), "a voc_detection protocol")
     if entry["classes"] == "all":
         return
-    dataset = gtc.detection_entry(config, entry["protocol"])["dataset"]
+    dataset = gtc.downstream_entry(config, entry["protocol"])["dataset"]
     known = config["datasets"][dataset]["classes"]
     for index, name in enumerate(entry["classes"]):
         expect_in(f"{key}.classes[{index}]", name, known, f"a class of dataset {dataset!r}")
 
 
 def check_curves_figure(config: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> None:
-    detection = section(config, "detection")
-    expect_in(f"{key}.protocol", entry["protocol"], detection, "a detection protocol")
-    expect_in(f"{key}.curve_protocol", entry["curve_protocol"], detection, "a detection protocol")
-    if not gtc.detection_entry(config, entry["curve_protocol"]).get("eval_period"):
+    detection = detection_protocols(config)
+    expect_in(f"{key}.protocol", entry["protocol"], detection, "a voc_detection protocol")
+    expect_in(f"{key}.curve_protocol", entry["curve_protocol"], detection, "a voc_detection protocol")
+    if not gtc.downstream_entry(config, entry["curve_protocol"]).get("eval_period"):
         fail(f"{key}.curve_protocol", f"{entry['curve_protocol']!r} has no eval_period; expected one > 0")
     for index, epoch in enumerate(entry["epochs"]):
         for item in entry["runs"]:

@@ -24,10 +24,10 @@ class ZeroStepsError(InputError):
 
 
 def task_key(spec: Mapping[str, Any], name: str) -> str:
-    """The config key of a transfer task's setting ``name``: its protocol's, or, when the task pretrains
+    """The config key of a downstream task's setting ``name``: its protocol's, or, when the task pretrains
     (``method: task``), the pretraining run's ``task_settings``."""
     if spec.get("protocol"):
-        return f"transfer.{spec['protocol']}.{name}"
+        return f"downstream.{spec['protocol']}.{name}"
     return f"pretrain.runs.{spec.get('run')}.task_settings.{name}"
 
 

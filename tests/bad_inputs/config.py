@@ -155,24 +155,24 @@ CASES: list[Case] = [
     ),
     Case(
         "config-detection-step-past-max-iter",
-        dry("config-detection-step-past-max-iter", {"detection": {"voc0712": {"steps": [225, 300]}}}),
+        dry("config-detection-step-past-max-iter", {"downstream": {"voc0712": {"steps": [225, 300]}}}),
         (
-            "config: detection.voc0712.steps: [300] are outside the run of 300 iterations",
+            "config: downstream.voc0712.steps: [300] are outside the run of 300 iterations",
             "expected each in 1..299",
         ),
     ),
     Case(
         "config-inherit-undefined-protocol",
-        dry("config-inherit-undefined-protocol", {"detection": {"voc07_curve": {"inherit": "voc08"}}}),
-        ("config: detection.voc07_curve.inherit: 'voc08' is not a detection protocol", "'voc07'"),
+        dry("config-inherit-undefined-protocol", {"downstream": {"voc07_curve": {"inherit": "voc08"}}}),
+        ("config: downstream.voc07_curve.inherit: 'voc08' is not a downstream protocol", "'voc07'"),
     ),
     Case(
         "config-extra-train-undefined-dataset",
         dry(
             "config-extra-train-undefined-dataset",
-            {"detection": {"voc0712": {"extra_train": [{"dataset": "voc2013", "split": "trainval"}]}}},
+            {"downstream": {"voc0712": {"extra_train": [{"dataset": "voc2013", "split": "trainval"}]}}},
         ),
-        ("config: detection.voc0712.extra_train[0].dataset: 'voc2013' is not a dataset", "'voc2012'"),
+        ("config: downstream.voc0712.extra_train[0].dataset: 'voc2013' is not a dataset", "'voc2012'"),
     ),
     Case(
         "config-derive-from-undefined-dataset",
@@ -221,15 +221,15 @@ CASES: list[Case] = [
             {"pretrain": {"recipes": {"coco-detection": {"task_protocol": "coco14"}}}},
         ),
         (
-            "config: pretrain.runs.supervised-coco.task_protocol: 'coco14' is not a transfer protocol",
+            "config: pretrain.runs.supervised-coco.task_protocol: 'coco14' is not a downstream protocol",
             "'coco'",
         ),
     ),
     Case(
         "config-transfer-dataset-wrong-kind",
-        dry("config-transfer-dataset-wrong-kind", {"transfer": {"mafl": {"dataset": "imagenet"}}}),
+        dry("config-transfer-dataset-wrong-kind", {"downstream": {"mafl": {"dataset": "imagenet"}}}),
         (
-            "config: transfer.mafl.dataset: dataset 'imagenet' is of kind 'imagefolder'",
+            "config: downstream.mafl.dataset: dataset 'imagenet' is of kind 'imagefolder'",
             "dataset of kind celeba",
         ),
     ),

@@ -15,10 +15,9 @@ from pathlib import Path
 import torch
 
 from goodtransfer.checkpoint import save_backbone
-from goodtransfer.io import read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from tests.bad_inputs.common import Case, Outcome, goodtransfer
-from tests.workflow import ROOT, pretrain_command, tiny_moco_spec
+from tests.workflow import pretrain_command, protocol_spec, tiny_moco_spec
 
 
 @functools.cache
@@ -49,10 +48,9 @@ def _pretrain(tmp: Path, **overrides) -> Outcome:
 
 
 def _linear(tmp: Path, checkpoint: Path, **overrides) -> Outcome:
-    spec = {**read_yaml(ROOT / "config.yaml")["linear"], **COMPUTE, "epochs": 2, "batch_size": 4,
-            "run": "mocov2-f", "seed": 0, **overrides}  # fmt: skip
+    spec = protocol_spec("linear", "mocov2-f", **{**COMPUTE, "epochs": 2, "batch_size": 4, **overrides})
     outcome = goodtransfer(
-        "linear", "--spec", json.dumps(spec), "--checkpoint", str(checkpoint),
+        "downstream", "--spec", json.dumps(spec), "--checkpoint", str(checkpoint),
         "--data", str(_shared() / "imagenet"), "--metrics", str(tmp / "metrics.json"),
         "--state-dir", str(tmp / "state"),
     )  # fmt: skip
@@ -61,13 +59,14 @@ def _linear(tmp: Path, checkpoint: Path, **overrides) -> Outcome:
 
 
 def _voc(tmp: Path, data: Path | None = None, **overrides) -> Outcome:
-    spec = {**read_yaml(ROOT / "config.yaml")["detection"]["voc07"], **COMPUTE, "max_iter": 4, "steps": [3],
-            "warmup_iters": 1, "min_size_train": [64], "min_size_test": 64, "checkpoint_period": 10,
-            "classes": ["aeroplane", "bicycle"], "run": "mocov2-f", "seed": 0, **overrides}  # fmt: skip
+    spec = protocol_spec("voc07", "mocov2-f", **{
+        **COMPUTE, "max_iter": 4, "steps": [3], "warmup_iters": 1, "min_size_train": [64],
+        "min_size_test": 64, "checkpoint_period": 10, "classes": ["aeroplane", "bicycle"],
+        **overrides})  # fmt: skip
     outcome = goodtransfer(
-        "voc", "--spec", json.dumps(spec), "--checkpoint", str(_shared() / "random.pt"),
+        "downstream", "--spec", json.dumps(spec), "--checkpoint", str(_shared() / "random.pt"),
         "--data", str(data or _shared() / "VOC2007"), "--metrics", str(tmp / "metrics.json"),
-        "--detections", str(tmp / "detections.json"), "--state-dir", str(tmp / "state"),
+        "--state-dir", str(tmp / "state"),
     )  # fmt: skip
     outcome.outputs = [tmp / "metrics.json", tmp / "detections.json"]
     return outcome
@@ -164,9 +163,9 @@ CASES: list[Case] = [
          ("run mocov2-f: 12 training images, batch_size 16 (drop_last): zero steps",
           "batch_size or add images"), 2),
     Case("train-linear-diverged", lambda t: _linear(t, _shared() / "random.pt", lr=1e38),
-         (*DIVERGED, "at epoch 1 step", "linear.lr"), 2),
+         (*DIVERGED, "at epoch 1 step", "downstream.linear.lr"), 2),
     Case("train-voc-diverged", lambda t: _voc(t, base_lr=1e12, warmup_factor=1.0),
-         (*DIVERGED, "at iteration", "(lr 1e+12)", "base_lr"), 2),
+         (*DIVERGED, "at iteration", "(lr 1e+12)", "downstream.voc07.base_lr"), 2),
     Case("train-voc-empty-training-split", voc_empty_training_split,
          ("ImageSets/Main/trainval.txt: lists no image ids", "expected one image id per line"), 2),
     Case("train-table-nan-in-metrics", lambda t: _table(t, '{"AP": NaN, "run": "moco"}'),

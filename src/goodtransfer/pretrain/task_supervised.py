@@ -21,16 +21,15 @@ dependency is one-way: ``transfer`` never imports ``pretrain`` (``tests/test_lay
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from goodtransfer.checkpoint import load_backbone, save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
-from goodtransfer.io import InputError, read_json, spec_hash, write_json
+from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.resume import clear_state, file_digest, seed_everything
 from goodtransfer.transfer import tasks
@@ -39,32 +38,15 @@ COMPUTE_KEYS = ("device", "precision", "channels_last")
 
 
 def task_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The task's spec: its settings plus the pretraining run's seed, name and compute keys."""
-    compute = {key: spec[key] for key in COMPUTE_KEYS if key in spec}
-    return {**spec["task_settings"], "seed": spec["seed"], "run": spec["run"], **compute}
-
-
-def _task_runner(spec: Mapping[str, Any]) -> Callable[..., None]:
-    where = f"pretrain.runs.{spec.get('run')}"
+    """The task's spec: its settings, task and dataset plus the pretraining run's seed, name and compute."""
     if "task" not in spec or not isinstance(spec.get("task_settings"), Mapping):
-        raise InputError(f"config: {where}: method task needs keys task (a task name) and task_settings")
-    entry = tasks.task(spec["task"])
-    if spec.get("data_kind", entry.data_kind) != entry.data_kind:
         raise InputError(
-            f"config: {where}: task {spec['task']!r} reads {entry.data_kind} data but dataset "
-            f"{spec.get('dataset')!r} is of kind {spec['data_kind']!r}; pick a {entry.data_kind} dataset"
+            f"config: pretrain.runs.{spec.get('run')}: method task needs keys task (a task name) and "
+            "task_settings"
         )
-    if not _gives_backbone(spec["task"]):
-        able = [name for name in tasks.TASKS if _gives_backbone(name)]
-        raise InputError(
-            f"config: {where}: task {spec['task']!r} cannot save a backbone; expected one of {able}"
-        )
-    return tasks.runner(spec["task"])
-
-
-def _gives_backbone(name: str) -> bool:
-    """A task can pretrain if its ``run`` takes ``backbone_out``."""
-    return "backbone_out" in inspect.signature(tasks.runner(name)).parameters
+    compute = {key: spec[key] for key in COMPUTE_KEYS if key in spec}
+    identity = {key: spec.get(key) for key in ("task", "dataset", "data_kind", "seed", "run")}
+    return {**spec["task_settings"], **identity, **compute}
 
 
 def initial_checkpoint(spec: Mapping[str, Any], state_dir: Path) -> Path:
@@ -101,14 +83,17 @@ def train_task_backbone(
             f"config: pretrain.runs.{spec['run']}: method task runs in one process; "
             "give the job one GPU (the task itself is not data parallel)"
         )
-    run = _task_runner(spec)
-    state_dir = Path(state_dir)
-    init = initial_checkpoint(spec, state_dir)
-    metrics = state_dir / "task_metrics.json"
-    run(
-        task_spec(spec), init, Path(data_root), metrics, state_dir / "task", backbone_out=Path(out),
-        data_checks=data_checks,
+    state_dir, settings, where = (
+        Path(state_dir),
+        task_spec(spec),
+        f"pretrain.runs.{spec['run']}.task_settings",
+    )
+    tasks.check(settings, where, gives_backbone=True)  # before anything is written
+    job = tasks.DownstreamJob(
+        settings, initial_checkpoint(spec, state_dir), Path(data_root), state_dir / "task_metrics.json",
+        state_dir / "task", data_checks=data_checks, backbone_out=Path(out), where=where,
     )  # fmt: skip
+    task_metrics = tasks.run(job)
     write_json(
         log_json,
         {
@@ -117,7 +102,7 @@ def train_task_backbone(
             "spec": spec,
             "history": [],
             "task": spec["task"],
-            "task_metrics": read_json(metrics),
+            "task_metrics": task_metrics,
         },
     )
     events, kept = state_dir / "tensorboard", Path(out).parent / "tensorboard"  # the task's scalars stay

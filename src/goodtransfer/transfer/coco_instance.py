@@ -23,10 +23,8 @@ post_nms_topk_train, pre_nms_topk_test, post_nms_topk_test, batch_size_per_image
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,18 +54,13 @@ from goodtransfer.engine.precise_bn import PreciseBN
 from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.coco import evaluate_coco
 from goodtransfer.finite import null_if_nan, require_steps, task_key
-from goodtransfer.io import InputError, spec_hash, write_json, write_text
+from goodtransfer.io import InputError, spec_hash
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
+from goodtransfer.transfer.tasks import DownstreamJob
 
-SPEC_KEYS = (
-    "train_splits", "test_split", "max_iter", "ims_per_batch", "base_lr", "momentum", "weight_decay",
-    "weight_decay_norm", "steps", "warmup_iters", "warmup_factor", "min_size_train", "min_size_test",
-    "max_size", "anchor_sizes", "aspect_ratios", "rpn", "roi_heads", "mask_resolution", "mask_conv_dim",
-    "precise_bn_iters", "test_batch", "checkpoint_period", "log_period", "workers", "seed", "run",
-)  # fmt: skip
 METRICS = tuple(f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("AP", "AP50", "AP75"))
 
 
@@ -374,46 +367,28 @@ def _train_split(data_root: Path, splits: Sequence[str]) -> CocoSplit:
                      [r for p in parts for r in p.records])  # fmt: skip
 
 
-def run(
-    spec: dict[str, Any],
-    checkpoint: Path,
-    data_root: Path,
-    metrics_out: Path,
-    state_dir: Path,
-    detections_out: Path | None = None,
-    backbone_out: Path | None = None,
-    data_checks: Sequence[Path] = (),
-) -> None:
-    """Fine-tune on ``train_splits``, evaluate on ``test_split``; write metrics.json and the raw results
-    (``detections_out``, default ``coco_instances_results.json`` beside the metrics). With
-    ``backbone_out``, also save the trained detector's ResNet as a backbone checkpoint (Table 2's
-    supervised COCO row: "the backbone is taken from the detection network")."""
-    if missing := [k for k in SPEC_KEYS if k not in spec]:
-        raise InputError(f"spec: missing key(s) {missing}; see goodtransfer.transfer.coco_instance")
-    digest = spec_hash(spec)
-    seed_everything(spec["seed"])
-    train = _train_split(Path(data_root), spec["train_splits"])
-    test = load_split(data_root, spec["test_split"], training=False)
+def run(job: DownstreamJob) -> dict[str, Any]:
+    """Fine-tune on ``train_splits``, evaluate on ``test_split``; the raw results go beside the metrics
+    (coco_instances_results.json). With ``job.backbone_out``, the trained detector's ResNet is saved as a
+    backbone checkpoint (Table 2's supervised COCO row: "the backbone is taken from the detection
+    network")."""
+    spec = job.spec
+    train = _train_split(Path(job.data), spec["train_splits"])
+    test = load_split(job.data, spec["test_split"], training=False)
     if test.category_ids != train.category_ids:
         raise InputError(f"{test.json_path}: categories differ from {train.json_path}")
     compute = Compute.from_spec(spec)
-    resnet, source = resnet_from_checkpoint(checkpoint)
+    resnet, source = resnet_from_checkpoint(job.checkpoint)
     model = compute.module(build_c4_mask_rcnn(resnet, len(train.category_ids), spec))
-    began = time.time()
-    data = CocoInstanceData(train.records)
-    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
-    start = _train(model, data, spec, compute, resume, Path(metrics_out).parent / "tensorboard")
+    start = _train(model, CocoInstanceData(train.records), spec, compute, job.resume_state(), job.log_dir)
     metrics, results = evaluate(model, test, spec, compute)
-    out = Path(detections_out) if detections_out else Path(metrics_out).parent / "coco_instances_results.json"
-    write_text(out, json.dumps(results))
-    write_json(metrics_out, {
-        **metrics, "run": spec["run"], "config_hash": digest, "checkpoint": str(checkpoint),
-        "iterations": spec["max_iter"], "resumed_from": start, "seconds": round(time.time() - began, 1),
-        "train_images": len(train.records), "test_images": len(test.records),
-        "categories": len(train.category_ids),
-    })  # fmt: skip
-    if backbone_out is not None:
-        meta = {"method": "supervised-detection", "run": spec["run"], "config_hash": digest, "epoch": -1,
-                "iterations": spec["max_iter"], "arch": source["arch"], "init": str(checkpoint)}  # fmt: skip
-        save_backbone(backbone_out, resnet_state_dict(model), meta)
-    resume.clear()
+    files = dict([job.write_beside("coco_instances_results.json", results)])
+    if job.backbone_out is not None:
+        meta = {"method": "supervised-detection", "run": spec["run"], "config_hash": spec_hash(spec),
+                "epoch": -1, "iterations": spec["max_iter"], "arch": source["arch"],
+                "init": str(job.checkpoint)}  # fmt: skip
+        save_backbone(job.backbone_out, resnet_state_dict(model), meta)
+    return {
+        **metrics, "iterations": spec["max_iter"], "resumed_from": start, "train_images": len(train.records),
+        "test_images": len(test.records), "categories": len(train.category_ids), "files": files,
+    }  # fmt: skip

@@ -33,7 +33,6 @@ Spec keys: ``max_iter``, ``ims_per_batch`` (>= 2: BN in the image-pooling branch
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,16 +57,11 @@ from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedul
 from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.segmentation import CITYSCAPES_CLASSES, SegmentationEvaluator
 from goodtransfer.finite import null_if_nan, require_steps, task_key
-from goodtransfer.io import InputError, spec_hash, write_json
+from goodtransfer.io import InputError, spec_hash
 from goodtransfer.models.backbone import backbone_state_dict
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
-
-SPEC_KEYS = (
-    "max_iter", "ims_per_batch", "base_lr", "min_lr", "power", "momentum", "weight_decay", "crop_size",
-    "scale", "ratio_range", "cat_max_ratio", "aspp_dilations", "head_channels", "aux_channels",
-    "aux_weight", "dropout", "checkpoint_period", "log_period", "workers", "seed", "run",
-)  # fmt: skip
+from goodtransfer.resume import ResumeState, set_rng_state
+from goodtransfer.transfer.tasks import DownstreamJob
 
 # --------------------------------------------------------------------------------------------------------
 # Model
@@ -386,70 +380,25 @@ def evaluate(
     return null_if_nan(evaluator.evaluate(), {}, "class absent from ground truth and prediction (left out)")
 
 
-def _check_spec(spec: dict[str, Any]) -> None:
-    missing = [key for key in SPEC_KEYS if key not in spec]
-    if missing:
-        raise InputError(f"cityscapes spec: missing key(s) {missing}; expected all of {list(SPEC_KEYS)}")
-    for key in ("crop_size", "scale", "ratio_range"):
-        if not isinstance(spec[key], Sequence) or len(spec[key]) != 2:
-            raise InputError(f"cityscapes spec: {key} is {spec[key]!r}; expected a pair")
-    if spec["ims_per_batch"] < 2:
-        raise InputError(
-            f"cityscapes spec: ims_per_batch is {spec['ims_per_batch']}; expected >= 2 (BatchNorm)"
-        )
-
-
-def run(
-    spec: dict[str, Any],
-    checkpoint: Path,
-    data_root: Path,
-    metrics_out: Path,
-    state_dir: Path,
-    backbone_out: Path | None = None,
-    data_checks: Sequence[Path] = (),
-) -> None:
-    """Fine-tune DeepLab-v3 from ``checkpoint`` on Cityscapes train, evaluate on val, write metrics.json.
-    With ``backbone_out``, also save the trained segmenter's ResNet as a backbone checkpoint (Table 2's
+def run(job: DownstreamJob) -> dict[str, Any]:
+    """Fine-tune DeepLab-v3 from the job's backbone on Cityscapes train, evaluate on val. With
+    ``job.backbone_out``, the trained segmenter's ResNet is saved as a backbone checkpoint (Table 2's
     supervised Synthia row: "a supervised segmentation network")."""
-    _check_spec(spec)
-    digest = spec_hash(spec)
-    seed_everything(spec["seed"])
-    train_pairs, val_pairs = load_split(data_root, "train"), load_split(data_root, "val")
+    spec = job.spec
+    train_pairs, val_pairs = load_split(job.data, "train"), load_split(job.data, "val")
     compute = Compute.from_spec(spec)
-    model = compute.module(build_from_checkpoint(spec, Path(checkpoint)))
-    began = time.time()
-    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
-    log_dir = Path(metrics_out).parent / "tensorboard"
-    start = _train(model, CityscapesData(train_pairs, spec), spec, compute, resume, log_dir)
+    model = compute.module(build_from_checkpoint(spec, Path(job.checkpoint)))
+    start = _train(model, CityscapesData(train_pairs, spec), spec, compute, job.resume_state(), job.log_dir)
     metrics = evaluate(model, CityscapesData(val_pairs, spec), spec, compute)
     print(
         f"[cityscapes] {spec['run']} val mIoU {metrics['mIoU']:.2f} aAcc {metrics['aAcc']:.2f}",
         file=sys.stderr,
     )
-    write_json(
-        metrics_out,
-        {
-            **metrics,
-            "run": spec["run"],
-            "config_hash": digest,
-            "checkpoint": str(checkpoint),
-            "iterations": spec["max_iter"],
-            "resumed_from": start,
-            "seconds": round(time.time() - began, 1),
-            "train_images": len(train_pairs),
-            "val_images": len(val_pairs),
-        },
-    )
-    if backbone_out is not None:
+    if job.backbone_out is not None:
         weights = resnet_state_dict(model)
-        meta = {
-            "method": "supervised-segmentation",
-            "run": spec["run"],
-            "config_hash": digest,
-            "epoch": -1,
-            "iterations": spec["max_iter"],
-            "arch": infer_arch(checkpoint, weights),
-            "init": str(checkpoint),
-        }
-        save_backbone(backbone_out, weights, meta)
-    resume.clear()
+        meta = {"method": "supervised-segmentation", "run": spec["run"], "config_hash": spec_hash(spec),
+                "epoch": -1, "iterations": spec["max_iter"], "arch": infer_arch(job.checkpoint, weights),
+                "init": str(job.checkpoint)}  # fmt: skip
+        save_backbone(job.backbone_out, weights, meta)
+    return {**metrics, "iterations": spec["max_iter"], "resumed_from": start,
+            "train_images": len(train_pairs), "val_images": len(val_pairs)}  # fmt: skip

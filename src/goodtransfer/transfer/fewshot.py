@@ -67,18 +67,13 @@ from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import FiniteLoss, LrSchedule, ProgressLog
 from goodtransfer.evaluate.fewshot import mean_and_ci95
 from goodtransfer.finite import DivergedError, require_steps, task_key
-from goodtransfer.io import InputError, spec_hash, write_json
+from goodtransfer.io import InputError, spec_hash
 from goodtransfer.models.backbone import pooled_features
 from goodtransfer.progress import Progress
-from goodtransfer.resume import clear_state, dataset_digest, file_digest, seed_everything
+from goodtransfer.resume import dataset_digest, file_digest
 from goodtransfer.schedule import step
+from goodtransfer.transfer.tasks import DownstreamJob
 
-REQUIRED = (
-    "run", "seed", "input_size", "resize_ratio", "feature_batch_size", "workers", "n_way", "shots", "n_query",
-    "episodes", "lr", "epochs", "batch_size", "momentum", "dampening", "weight_decay", "lr_candidates",
-    "val_episodes", "base_held_out", "base_split_seed", "base_epochs", "base_lr", "base_milestones",
-    "base_batch_size", "base_momentum", "base_weight_decay",
-)  # fmt: skip
 TEST_STREAM, VAL_STREAM = 0, 1
 EPISODE_CHUNK = 100  # episodes trained together; bounds memory (query features are E x 80 x d)
 
@@ -377,47 +372,13 @@ def base_accuracy(train: Labelled, val: Labelled, spec: dict[str, Any], compute:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _validate(spec: dict[str, Any]) -> None:
-    missing = [key for key in REQUIRED if key not in spec]
-    if missing:
-        raise InputError(f"fewshot spec: missing key(s) {missing}; expected all of {list(REQUIRED)}")
-
-    def positive_int(value: Any, low: int = 1) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    checks = {
-        key: positive_int(spec[key]) for key in ("n_way", "n_query", "episodes", "epochs", "batch_size")
-    }
-    checks["shots"] = (
-        isinstance(spec["shots"], list) and bool(spec["shots"]) and all(map(positive_int, spec["shots"]))
-    )
-    lrs = spec["lr_candidates"]
-    checks["lr_candidates"] = isinstance(lrs, list) and all(
-        isinstance(v, (int, float)) and v > 0 for v in lrs
-    )
-    checks["val_episodes"] = not lrs or positive_int(spec["val_episodes"], 2)
-    wrong = [key for key, ok in checks.items() if not ok]
-    if wrong:
-        raise InputError(
-            f"fewshot spec: key {wrong[0]!r} is {spec[wrong[0]]!r}; expected integers >= 1 for counts, a "
-            "non-empty integer list for shots, a list of numbers > 0 for lr_candidates, val_episodes >= 2"
-        )
-
-
-def run(
-    spec: dict[str, Any],
-    checkpoint: Path,
-    data_root: Path,
-    metrics_out: Path,
-    state_dir: Path,
-    data_checks: Sequence[Path] = (),
-) -> None:
-    """Few-shot test accuracies, the lr used and base-class accuracy, written to ``metrics_out``."""
-    began = time.time()
-    _validate(spec)
-    seed_everything(spec["seed"])
+def run(job: DownstreamJob) -> dict[str, Any]:
+    """Few-shot test accuracies, the lr used and base-class accuracy."""
+    spec, data_root = job.spec, job.data
     compute = Compute.from_spec(spec)
-    features = FeatureCache(spec, checkpoint, compute, state_dir, dataset_digest(data_root, data_checks))
+    features = FeatureCache(
+        spec, job.checkpoint, compute, job.state_dir, dataset_digest(data_root, job.data_checks)
+    )
     metrics: dict[str, Any] = {}
     lr = float(spec["lr"])
     if spec["lr_candidates"]:
@@ -434,7 +395,5 @@ def run(
     base = {name: (features(name, paths), torch.tensor(labels)) for name, (paths, labels) in parts.items()}
     metrics["base_acc"] = base_accuracy(base["base_train"], base["base_val"], spec, compute)
     _log(spec, f"base-class accuracy {metrics['base_acc']:.2f}")
-    metrics.update(selected_lr=lr, episodes=spec["episodes"], n_way=spec["n_way"], n_query=spec["n_query"])
-    metrics.update(run=spec["run"], config_hash=spec_hash(spec), checkpoint=str(checkpoint))
-    write_json(metrics_out, {**metrics, "seconds": round(time.time() - began, 1)})
-    clear_state(state_dir)
+    return {**metrics, "selected_lr": lr, "episodes": spec["episodes"], "n_way": spec["n_way"],
+            "n_query": spec["n_query"]}  # fmt: skip

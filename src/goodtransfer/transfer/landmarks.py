@@ -26,7 +26,6 @@ step); ``optimizer`` (sgd | adam | adamw), ``momentum`` (sgd), ``weight_decay``;
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,19 +55,15 @@ from goodtransfer.engine.hooks import (
 from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.landmarks import landmark_error
 from goodtransfer.finite import require_steps, task_key
-from goodtransfer.io import InputError, spec_hash, write_json
 from goodtransfer.models.backbone import feature_dim
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, downstream_key, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, set_rng_state
 from goodtransfer.schedule import epoch_lr
+from goodtransfer.transfer.tasks import DownstreamJob
 
 NUM_POINTS = 5
 # Mirroring swaps left eye <-> right eye and left <-> right mouth corner; the nose stays.
 FLIP_ORDER = (1, 0, 2, 4, 3)
-SPEC_KEYS = (
-    "run", "seed", "input_size", "epochs", "batch_size", "lr", "schedule", "optimizer", "momentum",
-    "weight_decay", "head_channels", "leaky_slope", "flip", "workers", "log_period", "checkpoint_period",
-)  # fmt: skip
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step")
 
@@ -152,26 +147,6 @@ class LandmarkRegressor(nn.Module):
         b = self.backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(images))))
         return self.head(b.layer4(b.layer3(b.layer2(b.layer1(x)))))
-
-
-def _validate(spec: dict[str, Any]) -> None:
-    missing = [key for key in SPEC_KEYS if key not in spec]
-    if missing:
-        raise InputError(
-            f"landmarks spec: key {missing[0]!r} is missing; expected all of {', '.join(SPEC_KEYS)}"
-        )
-    if spec["optimizer"] not in OPTIMIZERS:
-        raise InputError(f"landmarks spec: optimizer is {spec['optimizer']!r}; expected one of {OPTIMIZERS}")
-    if spec["schedule"] not in SCHEDULES:
-        raise InputError(f"landmarks spec: schedule is {spec['schedule']!r}; expected one of {SCHEDULES}")
-    if spec["schedule"] == "step" and "milestones" not in spec:
-        raise InputError("landmarks spec: schedule 'step' needs 'milestones' (a list of epochs)")
-    if not isinstance(spec["epochs"], int) or spec["epochs"] < 1:
-        raise InputError(f"landmarks spec: epochs is {spec['epochs']!r}; expected an integer >= 1")
-    size = spec["input_size"]
-    ok = isinstance(size, int) or (isinstance(size, (list, tuple)) and len(size) == 2)
-    if not ok or min(input_hw(spec)) < 32:
-        raise InputError(f"landmarks spec: input_size is {size!r}; expected an int or [height, width], >= 32")
 
 
 def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
@@ -281,43 +256,18 @@ def predict(model: nn.Module, data: MaflData, spec: dict[str, Any], compute: Com
     return np.concatenate(predictions)
 
 
-def run(
-    spec: dict[str, Any],
-    checkpoint: Path,
-    data_root: Path,
-    metrics_out: Path,
-    state_dir: Path,
-    data_checks: Sequence[Path] = (),
-) -> None:
-    """Fine-tune on MAFL ``training.txt``, write the error (%) on ``testing.txt`` to ``metrics_out``."""
-    began = time.time()
-    _validate(spec)
-    digest = spec_hash(spec)
-    seed_everything(spec["seed"])
+def run(job: DownstreamJob) -> dict[str, Any]:
+    """Fine-tune on MAFL ``training.txt``; the error (%) on ``testing.txt``."""
+    spec, data_root = job.spec, job.data
     points = landmarks(data_root)
     size = input_hw(spec)
     train_data = MaflData(*mafl_samples(data_root, "train", points), size)
     test_paths, test_points = mafl_samples(data_root, "test", points)
     test_data = MaflData(test_paths, test_points, size)
     compute = Compute.from_spec(spec)
-    backbone, _ = resnet_from_checkpoint(checkpoint)
+    backbone, _ = resnet_from_checkpoint(job.checkpoint)
     model = compute.module(LandmarkRegressor(backbone, size, spec["head_channels"], spec["leaky_slope"]))
-    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
-    start, losses = train(model, train_data, spec, compute, resume, Path(metrics_out).parent / "tensorboard")
+    start, losses = train(model, train_data, spec, compute, job.resume_state(), job.log_dir)
     error = landmark_error(predict(model, test_data, spec, compute), test_points)
-    write_json(
-        metrics_out,
-        {
-            "error": error,
-            "train_loss": losses[-1],
-            "run": spec["run"],
-            "config_hash": digest,
-            "checkpoint": str(checkpoint),
-            "epochs": spec["epochs"],
-            "resumed_from": start,
-            "train_images": len(train_data),
-            "test_images": len(test_data),
-            "seconds": round(time.time() - began, 1),
-        },
-    )
-    resume.clear()
+    return {"error": error, "train_loss": losses[-1], "epochs": spec["epochs"], "resumed_from": start,
+            "train_images": len(train_data), "test_images": len(test_data)}  # fmt: skip

@@ -8,8 +8,6 @@ embedded default uses to stay within minutes.
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,12 @@ from goodtransfer.engine.hooks import (
     Reseed,
     TensorBoard,
 )
-from goodtransfer.io import spec_hash, write_json
+from goodtransfer.finite import task_key
 from goodtransfer.models.backbone import feature_dim, pooled_features
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, downstream_key, seed_everything
+from goodtransfer.resume import seed_everything
 from goodtransfer.schedule import epoch_lr
+from goodtransfer.transfer.tasks import DownstreamJob
 
 
 @torch.no_grad()
@@ -91,30 +90,22 @@ def _data(spec: dict[str, Any], backbone, data_root: Path, compute: Compute) -> 
     )
 
 
-def linear_readout(
-    spec: dict[str, Any],
-    checkpoint: Path,
-    data_root: Path,
-    metrics_out: Path,
-    state_dir: Path,
-    data_checks: Sequence[Path] = (),
-) -> None:
-    """Train a linear classifier on frozen features of ``checkpoint``; write top-1 on ``val``. Resumable
-    per epoch (the classifier and its optimizer, keyed on spec, backbone and data)."""
-    digest, began = spec_hash(spec), time.time()
-    seed_everything(spec["seed"])
+def run(job: DownstreamJob) -> dict[str, Any]:
+    """Train a linear classifier on frozen features of the job's backbone; top-1 on ``val``. Resumable per
+    epoch (the classifier and its optimizer)."""
+    spec = job.spec
     compute = Compute.from_spec(spec)
-    backbone, _ = resnet_from_checkpoint(checkpoint)
+    backbone, _ = resnet_from_checkpoint(job.checkpoint)
     backbone = compute.module(backbone).eval()
-    train, val, cached = _data(spec, backbone, data_root, compute)
-    num_classes = len(image_folder(data_root, "train", None).classes)
+    train, val, cached = _data(spec, backbone, job.data, compute)
+    num_classes = len(image_folder(job.data, "train", None).classes)
     classifier = nn.Linear(feature_dim(backbone), num_classes).to(compute.device)
     classifier.weight.data.normal_(0, 0.01)  # MoCo lincls init
     classifier.bias.data.zero_()
     optimizer = torch.optim.SGD(
         classifier.parameters(), lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
     )
-    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, data_root, data_checks))
+    resume = job.resume_state()
     start, history = 0, []
     if (state := resume.load()) is not None:
         classifier.load_state_dict(state["model"])
@@ -136,9 +127,9 @@ def linear_readout(
         hooks=[
             Reseed(lambda epoch: seed_everything(spec["seed"] * 1009 + epoch)),  # the augmentations' draws
             LrSchedule(lambda trainer: epoch_lr(spec, trainer.epoch)),
-            FiniteLoss(spec["run"], fix="linear.lr"),
+            FiniteLoss(spec["run"], fix=task_key(spec, "lr")),
             ProgressLog(progress),
-            TensorBoard(Path(metrics_out).parent / "tensorboard", fresh=start == 0),
+            TensorBoard(job.log_dir, fresh=start == 0),
             History(history, spec["batch_size"]),
             EpochCheckpoint(resume, 1, model=classifier.state_dict, extra=lambda: {"history": history}),
         ],
@@ -146,17 +137,4 @@ def linear_readout(
     accuracy = top1(backbone, classifier, _batches(val, spec, False), compute, cached)
     loss_value = history[-1]["loss"] if history else float("nan")
     print(f"[linear] {spec['run']} top-1 {accuracy:.2f} (final train loss {loss_value:.3f})", file=sys.stderr)
-    write_json(
-        metrics_out,
-        {
-            "top1": accuracy,
-            "run": spec["run"],
-            "config_hash": digest,
-            "checkpoint": str(checkpoint),
-            "epochs": spec["epochs"],
-            "train_loss": loss_value,
-            "resumed_from": start,
-            "seconds": round(time.time() - began, 1),
-        },
-    )
-    resume.clear()
+    return {"top1": accuracy, "epochs": spec["epochs"], "train_loss": loss_value, "resumed_from": start}

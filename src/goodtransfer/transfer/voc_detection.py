@@ -11,7 +11,6 @@ every ``eval_period`` iterations (Fig. 4b), and metrics.json gets ``curve``, a l
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,13 @@ from goodtransfer.engine.hooks import (
 from goodtransfer.engine.optim import sgd
 from goodtransfer.engine.precise_bn import PreciseBN
 from goodtransfer.evaluate.voc_ap import VocEvaluator
-from goodtransfer.finite import null_if_nan, require_steps
-from goodtransfer.io import InputError, spec_hash, write_json
+from goodtransfer.finite import null_if_nan, require_steps, task_key
+from goodtransfer.io import InputError
 from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, downstream_key, rng_state, seed_everything, set_rng_state
+from goodtransfer.resume import ResumeState, rng_state, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import build_c4_detector
+from goodtransfer.transfer.tasks import DownstreamJob
 
 CURVE_METRICS = ("AP", "AP50", "AP75")
 
@@ -145,7 +145,7 @@ def _train(
         f"voc {spec['run']}", spec["max_iter"], done=start, items_per_step=spec["ims_per_batch"], unit="img",
         every=spec["log_period"],
     )  # fmt: skip
-    last, fix = spec["max_iter"], f"detection.{spec.get('protocol', '<protocol>')}.base_lr"
+    last, fix = spec["max_iter"], task_key(spec, "base_lr")
 
     def evaluate_at(done: int) -> None:
         curve.append(_curve_point(done, _evaluate_between(model, test)))
@@ -223,60 +223,38 @@ def evaluate(
     return evaluator.evaluate(), detections
 
 
-def finetune_voc(
-    spec: dict[str, Any],
-    checkpoint: Path,
-    voc_root: Path,
-    metrics_out: Path,
-    detections_out: Path,
-    state_dir: Path,
-    extra_train: Sequence[tuple[Path, str]] = (),
-    data_checks: Sequence[Path] = (),
-) -> None:
-    """Fine-tune on ``train_splits`` of ``voc_root`` plus ``extra_train`` (root, split) pairs, e.g.
-    VOC2012 trainval for the 07+12 protocol; evaluate on ``test_split`` of ``voc_root``."""
-    digest = spec_hash(spec)
-    seed_everything(spec["seed"])
+def run(job: DownstreamJob) -> dict[str, Any]:
+    """Fine-tune on ``train_splits`` of the job's VOC root plus its ``extra_train`` (root, split) pairs, e.g.
+    VOC2012 trainval for the 07+12 protocol; evaluate on ``test_split``. The detections go beside the
+    metrics (detections.json, Figures 1 and 7)."""
+    spec = job.spec
     classes = spec["classes"]
-    parts = [(voc_root, split) for split in spec["train_splits"]] + [(Path(r), s) for r, s in extra_train]
+    parts = [(Path(job.data), split) for split in spec["train_splits"]] + [
+        (Path(r), s) for r, s in job.extra_train
+    ]
     train_records = [record for root, split in parts for record in load_split(root, split, classes)]
     require_steps(
         len(train_records), run=spec["run"], images=len(train_records), batch=spec["ims_per_batch"],
         drop_last=False, fix=f"list images in the training splits {[str(r / s) for r, s in parts]}",
     )  # fmt: skip
-    test_records = load_split(voc_root, spec["test_split"], classes)
+    test_records = load_split(job.data, spec["test_split"], classes)
     compute = Compute.from_spec(spec)
-    model = compute.module(build_from_checkpoint(spec, checkpoint, len(classes)))
-    roots = ";".join(str(root) for root in dict.fromkeys(root for root, _ in parts))
-    resume = ResumeState(state_dir, downstream_key(spec, checkpoint, roots, data_checks))
-    began = time.time()
+    model = compute.module(build_from_checkpoint(spec, job.checkpoint, len(classes)))
     start, curve = _train(
         model,
         VocDetectionData(train_records, classes),
         spec,
         compute,
-        resume,
+        job.resume_state(),
         lambda: evaluate(model, test_records, classes, spec, compute)[0],
-        Path(metrics_out).parent / "tensorboard",
+        job.log_dir,
     )
     metrics, detections = evaluate(model, test_records, classes, spec, compute)
     if spec.get("eval_period"):
         metrics["curve"] = [*curve, _curve_point(spec["max_iter"], metrics)]
-    write_json(detections_out, {"classes": list(classes), "detections": detections})
-    metrics = null_if_nan(metrics, NAN_REASONS)
-    write_json(
-        metrics_out,
-        {
-            **metrics,
-            "run": spec["run"],
-            "config_hash": digest,
-            "checkpoint": str(checkpoint),
-            "iterations": spec["max_iter"],
-            "resumed_from": start,
-            "seconds": round(time.time() - began, 1),
-            "train_images": len(train_records),
-            "test_images": len(test_records),
-            "mean_gt_per_image": float(np.mean([len(r.objects) for r in test_records])),
-        },
-    )
-    resume.clear()
+    files = dict([job.write_beside("detections.json", {"classes": list(classes), "detections": detections})])
+    return {
+        **null_if_nan(metrics, NAN_REASONS), "iterations": spec["max_iter"], "resumed_from": start,
+        "train_images": len(train_records), "test_images": len(test_records),
+        "mean_gt_per_image": float(np.mean([len(r.objects) for r in test_records])), "files": files,
+    }  # fmt: skip
