@@ -3,7 +3,8 @@
 stem..res4 (``conv1``..``layer3``) is the backbone at stride 16; the RPN runs on res4; RoIAlign
 (aligned, 14x14) pools each proposal from res4; res5 (``layer4``, stride 2) plus one extra BatchNorm
 (MoCo's ``Res5ROIHeadsExtraNorm``) and global average pooling form the box head. Nothing is frozen
-(``FREEZE_AT: 0``) and every BatchNorm is trained.
+(``FREEZE_AT: 0``) and every BatchNorm is trained. Box geometry (anchors, decoding, NMS, RoIAlign's boxes)
+stays fp32 under autocast (``fp32_boxes``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.resnet import ResNet
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from goodtransfer.transfer.fp32_boxes import Fp32AnchorGenerator, Fp32RoIHeads, Fp32RPN, without_autocast
 
 
 class C4Backbone(nn.Module):
@@ -40,7 +41,9 @@ class C4Backbone(nn.Module):
 class C4RoIPool(MultiScaleRoIAlign):
     """Single-level RoIAlign on res4 (detectron2's ROIAlignV2: aligned=True, adaptive sampling).
 
-    Subclasses MultiScaleRoIAlign only because torchvision's FasterRCNN checks the pooler's type.
+    Subclasses MultiScaleRoIAlign only because torchvision's FasterRCNN checks the pooler's type. Pools in
+    fp32 at the fp32 boxes (as the op's own autocast would, had the boxes not been cast to bf16 before it),
+    and returns the features' dtype.
     """
 
     def __init__(self, resolution: int, stride: int = 16) -> None:
@@ -50,8 +53,12 @@ class C4RoIPool(MultiScaleRoIAlign):
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor], image_shapes: Any):
         del image_shapes
         feature = features["0"]
-        boxes = [p.to(feature.dtype) for p in proposals]
-        return roi_align(feature, boxes, self.resolution, self.scale, sampling_ratio=0, aligned=True)
+        boxes = [p.float() for p in proposals]
+        with without_autocast(feature):
+            pooled = roi_align(
+                feature.float(), boxes, self.resolution, self.scale, sampling_ratio=0, aligned=True
+            )
+        return pooled.to(feature.dtype)
 
 
 class Res5ExtraNormHead(nn.Module):
@@ -97,14 +104,14 @@ class ClassSpecificBoxPredictor(nn.Module):
 
 def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
     """A Faster R-CNN C4 for ``num_classes`` foreground classes from an initialised ResNet."""
-    anchors = AnchorGenerator(
+    anchors = Fp32AnchorGenerator(
         sizes=(tuple(spec["anchor_sizes"]),), aspect_ratios=(tuple(spec["aspect_ratios"]),)
     )
     backbone = C4Backbone(resnet)
     head = Res5ExtraNormHead(copy.deepcopy(resnet.layer4))
     rpn = spec["rpn"]
     roi = spec["roi_heads"]
-    return FasterRCNN(
+    model = FasterRCNN(
         backbone,
         num_classes=None,
         min_size=tuple(spec["min_size_train"]),
@@ -126,6 +133,8 @@ def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) ->
         box_nms_thresh=roi["nms_thresh_test"],
         box_detections_per_img=roi["detections_per_image"],
     )
+    model.rpn, model.roi_heads = Fp32RPN(model.rpn), Fp32RoIHeads(model.roi_heads)
+    return model
 
 
 def backbone_keys_loaded(model: FasterRCNN) -> OrderedDict[str, str]:

@@ -59,6 +59,7 @@ from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
+from goodtransfer.transfer.fp32_boxes import Fp32RoIHeads
 from goodtransfer.transfer.tasks import DownstreamJob
 
 METRICS = tuple(f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("AP", "AP50", "AP75"))
@@ -131,16 +132,11 @@ class C4MaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(features)))
 
 
-class Res5MaskRoIHeads(RoIHeads):
+class Res5MaskRoIHeads(Fp32RoIHeads):
     """detectron2's Res5ROIHeads with a mask head: res5 runs once on the sampled RoIs for both heads."""
 
     def __init__(self, heads: RoIHeads, mask_head: C4MaskHead, mask_resolution: int) -> None:
-        super().__init__(
-            heads.box_roi_pool, heads.box_head, heads.box_predictor,
-            heads.proposal_matcher.high_threshold, heads.proposal_matcher.low_threshold,
-            heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction,
-            heads.box_coder.weights, heads.score_thresh, heads.nms_thresh, heads.detections_per_img,
-        )  # fmt: skip
+        super().__init__(heads)
         self.mask_head, self.mask_resolution = mask_head, mask_resolution
 
     def _res5(
