@@ -4,24 +4,36 @@ stem..res4 (``conv1``..``layer3``) is the backbone at stride 16; the RPN runs on
 (aligned, 14x14) pools each proposal from res4; res5 (``layer4``, stride 2) plus one extra BatchNorm
 (MoCo's ``Res5ROIHeadsExtraNorm``) and global average pooling form the box head. Nothing is frozen
 (``FREEZE_AT: 0``) and every BatchNorm is trained. Box geometry (anchors, decoding, NMS, RoIAlign's boxes)
-stays fp32 under autocast (``fp32_boxes``).
+stays fp32 under autocast (``fp32_boxes``). The RPN's and the box head's losses, sampling, NMS and box
+coding come from the spec's ``rpn`` and ``roi_heads`` sections (``rcnn_losses``: detectron2's or
+torchvision's losses).
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.resnet import ResNet
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from goodtransfer.transfer.fp32_boxes import Fp32AnchorGenerator, Fp32RoIHeads, Fp32RPN, without_autocast
+from goodtransfer.io import InputError
+from goodtransfer.transfer.fp32_boxes import (
+    Fp32AnchorGenerator,
+    Fp32BoxCoder,
+    Fp32RoIHeads,
+    Fp32RPN,
+    without_autocast,
+)
+from goodtransfer.transfer.rcnn_losses import fast_rcnn_losses, rpn_losses
 
 
 class C4Backbone(nn.Module):
@@ -102,6 +114,82 @@ class ClassSpecificBoxPredictor(nn.Module):
         return self.cls_score(features), torch.cat([deltas.new_zeros(deltas.shape[0], 4), deltas], dim=1)
 
 
+class C4RPN(Fp32RPN):
+    """The fp32 RPN with the spec's box-regression loss, normaliser and box-coder weights."""
+
+    def __init__(
+        self,
+        rpn: RegionProposalNetwork,
+        smooth_l1_beta: float,
+        loss_normalizer: str,
+        weights: Sequence[float],
+    ) -> None:
+        super().__init__(rpn)
+        self.smooth_l1_beta, self.loss_normalizer = smooth_l1_beta, loss_normalizer
+        self.box_coder = Fp32BoxCoder(tuple(weights), rpn.box_coder.bbox_xform_clip)
+
+    def compute_loss(
+        self,
+        objectness: torch.Tensor,
+        pred_bbox_deltas: torch.Tensor,
+        labels: list[torch.Tensor],
+        regression_targets: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        positive, negative = self.fg_bg_sampler(labels)  # torchvision's draws, in torchvision's order
+        positive = torch.where(torch.cat(positive))[0]
+        sampled = torch.cat([positive, torch.where(torch.cat(negative))[0]])
+        return rpn_losses(
+            objectness.flatten(), pred_bbox_deltas, torch.cat(labels), torch.cat(regression_targets),
+            positive, sampled, beta=self.smooth_l1_beta, normalizer=self.loss_normalizer,
+            batch_size_per_image=self.fg_bg_sampler.batch_size_per_image, images=len(labels),
+        )  # fmt: skip
+
+
+class C4RoIHeads(Fp32RoIHeads):
+    """The fp32 box RoI heads with the spec's box-regression loss (``rcnn_losses.fast_rcnn_losses``)."""
+
+    def __init__(self, heads: RoIHeads, smooth_l1_beta: float) -> None:
+        super().__init__(heads)
+        self.smooth_l1_beta = smooth_l1_beta
+
+    def box_losses(
+        self,
+        class_logits: torch.Tensor,
+        box_regression: torch.Tensor,
+        labels: list[torch.Tensor],
+        regression_targets: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        classification, box = fast_rcnn_losses(
+            class_logits, box_regression, torch.cat(labels), torch.cat(regression_targets),
+            beta=self.smooth_l1_beta,
+        )  # fmt: skip
+        return {"loss_classifier": classification, "loss_box_reg": box}
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if self.training:
+            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        pooled = self.box_roi_pool(features, proposals, image_shapes)
+        class_logits, box_regression = self.box_predictor(self.box_head(pooled))
+        if self.training:
+            return [], self.box_losses(class_logits, box_regression, labels, regression_targets)
+        boxes, scores, labels = self.postprocess_detections(
+            class_logits, box_regression, proposals, image_shapes
+        )
+        return [
+            {"boxes": b, "labels": c, "scores": s} for b, c, s in zip(boxes, labels, scores, strict=True)
+        ], {}
+
+
+def _iou_range(spec: dict[str, Any], section: str) -> tuple[float, float]:
+    """(below: negative, at or above: positive) from ``[low, high]`` (between: ignored) or ``[one]``."""
+    thresholds = spec[section]["iou_thresholds"]
+    if not 1 <= len(thresholds) <= 2 or thresholds[0] > thresholds[-1]:
+        raise InputError(
+            f"spec: {section}.iou_thresholds is {thresholds}; expected [low, high] with low <= high, or [one]"
+        )
+    return thresholds[0], thresholds[-1]
+
+
 def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
     """A Faster R-CNN C4 for ``num_classes`` foreground classes from an initialised ResNet."""
     anchors = Fp32AnchorGenerator(
@@ -111,6 +199,7 @@ def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) ->
     head = Res5ExtraNormHead(copy.deepcopy(resnet.layer4))
     rpn = spec["rpn"]
     roi = spec["roi_heads"]
+    (rpn_low, rpn_high), (roi_low, roi_high) = _iou_range(spec, "rpn"), _iou_range(spec, "roi_heads")
     model = FasterRCNN(
         backbone,
         num_classes=None,
@@ -124,16 +213,25 @@ def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) ->
         rpn_pre_nms_top_n_test=rpn["pre_nms_topk_test"],
         rpn_post_nms_top_n_train=rpn["post_nms_topk_train"],
         rpn_post_nms_top_n_test=rpn["post_nms_topk_test"],
+        rpn_nms_thresh=rpn["nms_thresh"],
+        rpn_fg_iou_thresh=rpn_high,
+        rpn_bg_iou_thresh=rpn_low,
         rpn_batch_size_per_image=rpn["batch_size_per_image"],
+        rpn_positive_fraction=rpn["positive_fraction"],
         box_roi_pool=C4RoIPool(roi["pooler_resolution"]),
         box_head=head,
         box_predictor=ClassSpecificBoxPredictor(head.out_channels, num_classes),
-        box_batch_size_per_image=roi["batch_size_per_image"],
         box_score_thresh=roi["score_thresh_test"],
         box_nms_thresh=roi["nms_thresh_test"],
         box_detections_per_img=roi["detections_per_image"],
+        box_fg_iou_thresh=roi_high,
+        box_bg_iou_thresh=roi_low,
+        box_batch_size_per_image=roi["batch_size_per_image"],
+        box_positive_fraction=roi["positive_fraction"],
+        bbox_reg_weights=tuple(roi["bbox_reg_weights"]),
     )
-    model.rpn, model.roi_heads = Fp32RPN(model.rpn), Fp32RoIHeads(model.roi_heads)
+    model.rpn = C4RPN(model.rpn, rpn["smooth_l1_beta"], rpn["loss_normalizer"], rpn["bbox_reg_weights"])
+    model.roi_heads = C4RoIHeads(model.roi_heads, roi["smooth_l1_beta"])
     return model
 
 

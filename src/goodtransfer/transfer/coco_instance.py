@@ -6,16 +6,16 @@ boxes) plus the mask branch of detectron2's ``Res5ROIHeads``: the res5 maps of t
 per class). Mask targets rasterise each gt polygon inside its proposal box (detectron2's polygon
 ``crop_and_resize``); the loss is BCE on the gt-class channel. At test time res5 runs again on the
 detected boxes and the masks are pasted by bilinear sampling and thresholded at 0.5, as detectron2 does.
-Training follows detectron2's solver (no weight decay on BatchNorm parameters) and MoCo's PreciseBN.
-Differs from detectron2, as ``voc_detection`` does: torchvision's RPN and box losses, batch padding to 32,
-and resizing of float tensors (no antialiasing, sides floored rather than rounded).
+Training follows detectron2's solver (no weight decay on BatchNorm parameters) and MoCo's PreciseBN; the
+RPN and box losses are detectron2's or torchvision's by key (``rcnn_losses``). Differs from detectron2, as
+``voc_detection`` does: batch padding to 32, and resizing of float tensors (no antialiasing, sides floored
+rather than rounded).
 
 Spec keys: ``train_splits`` (e.g. [train2017]), ``test_split`` (val2017), ``max_iter``, ``ims_per_batch``,
 ``base_lr``, ``momentum``, ``weight_decay``, ``weight_decay_norm`` (SOLVER.WEIGHT_DECAY_NORM), ``steps``,
 ``warmup_iters``, ``warmup_factor``, ``min_size_train`` (shortest sides, one drawn per image),
-``min_size_test``, ``max_size``, ``anchor_sizes``, ``aspect_ratios``, ``rpn`` {pre_nms_topk_train,
-post_nms_topk_train, pre_nms_topk_test, post_nms_topk_test, batch_size_per_image}, ``roi_heads``
-{pooler_resolution, batch_size_per_image, score_thresh_test, nms_thresh_test, detections_per_image},
+``min_size_test``, ``max_size``, ``anchor_sizes``, ``aspect_ratios``, ``rpn`` and ``roi_heads``
+(``$defs/rpn`` and ``$defs/roi_heads`` of the config schema: losses, sampling, NMS, box coding),
 ``mask_resolution`` (the head's output side, 2 * ceil(pooler_resolution / 2)), ``mask_conv_dim``,
 ``precise_bn_iters`` (TEST.PRECISE_BN.NUM_ITER; 0 turns it off), ``test_batch``, ``checkpoint_period``,
 ``log_period``, ``workers``, ``seed``, ``run``, ``device``, ``precision``, ``channels_last``.
@@ -36,7 +36,6 @@ from pycocotools import mask as mask_util
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import ResNet
 from torchvision.transforms.functional import pil_to_tensor
@@ -58,8 +57,7 @@ from goodtransfer.io import InputError, spec_hash
 from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
-from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
-from goodtransfer.transfer.fp32_boxes import Fp32RoIHeads
+from goodtransfer.transfer.c4 import C4RoIHeads, backbone_keys_loaded, build_c4_detector
 from goodtransfer.transfer.tasks import DownstreamJob
 
 METRICS = tuple(f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("AP", "AP50", "AP75"))
@@ -132,11 +130,11 @@ class C4MaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(features)))
 
 
-class Res5MaskRoIHeads(Fp32RoIHeads):
+class Res5MaskRoIHeads(C4RoIHeads):
     """detectron2's Res5ROIHeads with a mask head: res5 runs once on the sampled RoIs for both heads."""
 
-    def __init__(self, heads: RoIHeads, mask_head: C4MaskHead, mask_resolution: int) -> None:
-        super().__init__(heads)
+    def __init__(self, heads: C4RoIHeads, mask_head: C4MaskHead, mask_resolution: int) -> None:
+        super().__init__(heads, heads.smooth_l1_beta)
         self.mask_head, self.mask_resolution = mask_head, mask_resolution
 
     def _res5(
@@ -151,9 +149,8 @@ class Res5MaskRoIHeads(Fp32RoIHeads):
         maps = self._res5(features, proposals, image_shapes)
         class_logits, box_regression = self.box_predictor(maps.mean(dim=(2, 3)))
         if self.training:
-            loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
-            loss_mask = self._mask_loss(maps, proposals, matched, labels, targets)
-            return [], {"loss_classifier": loss_cls, "loss_box_reg": loss_box, "loss_mask": loss_mask}
+            losses = self.box_losses(class_logits, box_regression, labels, regression_targets)
+            return [], {**losses, "loss_mask": self._mask_loss(maps, proposals, matched, labels, targets)}
         boxes, scores, labels = self.postprocess_detections(
             class_logits, box_regression, proposals, image_shapes
         )
