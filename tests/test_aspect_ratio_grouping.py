@@ -3,7 +3,14 @@ from the sampled stream, the same batches after a resume."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from goodtransfer.data.coco import CocoRecord
 from goodtransfer.data.samplers import IterationSampler, orientation_groups
+from goodtransfer.data.voc import VocRecord
+from goodtransfer.transfer import coco_instance, voc_detection
 
 # 11 images, 4 wide and 7 not (a square one among them), so that batches of 3 rarely come out pure by chance.
 SIZES = [(64, 48), (48, 64), (50, 50), (80, 40), (40, 80), (30, 60), (60, 30), (45, 90), (90, 45), (32, 96),
@@ -47,3 +54,24 @@ def test_resumed_sampler_gives_the_batches_and_flips_of_an_uninterrupted_one():
     for start in (1, 17, ITERATIONS - 1):
         assert _grouped(start) == whole[start:]
     assert any(flip for batch in whole for _, flip in batch) and not all(f for b in whole for _, f in b)
+
+
+def _voc_data(sizes: list[tuple[int, int]]) -> voc_detection.VocDetectionData:
+    records = [VocRecord(f"{i:06d}", Path(f"{i}.jpg"), w, h, ()) for i, (w, h) in enumerate(sizes)]
+    return voc_detection.VocDetectionData(records, ["aeroplane"])
+
+
+def _coco_data(sizes: list[tuple[int, int]]) -> coco_instance.CocoInstanceData:
+    records = [CocoRecord(i, Path(f"{i}.jpg"), w, h, ()) for i, (w, h) in enumerate(sizes)]
+    return coco_instance.CocoInstanceData(records)
+
+
+@pytest.mark.parametrize(("module", "data"), [(voc_detection, _voc_data), (coco_instance, _coco_data)],
+                         ids=["voc", "coco"])  # fmt: skip
+def test_detection_training_batches_are_grouped_by_the_spec_key(module, data):
+    spec, groups = {"ims_per_batch": BATCH, "aspect_ratio_grouping": True}, orientation_groups(SIZES)
+    grouped = list(module._sampler(data(SIZES), spec, SEED, 0, ITERATIONS))
+    assert grouped == _grouped()
+    plain = list(module._sampler(data(SIZES), {**spec, "aspect_ratio_grouping": False}, SEED, 0, ITERATIONS))
+    assert plain == list(IterationSampler(len(SIZES), BATCH, SEED, 0, ITERATIONS, True))
+    assert any(len({groups[p] for p, _ in batch}) == 2 for batch in plain)

@@ -7,15 +7,16 @@ per class). Mask targets rasterise each gt polygon inside its proposal box (dete
 ``crop_and_resize``); the loss is BCE on the gt-class channel. At test time res5 runs again on the
 detected boxes and the masks are pasted by bilinear sampling and thresholded at 0.5, as detectron2 does.
 Training follows detectron2's solver (no weight decay on BatchNorm parameters) and MoCo's PreciseBN; the
-RPN and box losses are detectron2's or torchvision's by key (``rcnn_losses``). Differs from detectron2, as
-``voc_detection`` does: batch padding to 32, and resizing of float tensors (no antialiasing, sides floored
-rather than rounded).
+RPN and box losses are detectron2's or torchvision's by key (``rcnn_losses``), and batches may hold one
+orientation each (``aspect_ratio_grouping``). Differs from detectron2, as ``voc_detection`` does: batch
+padding to 32, and resizing of float tensors (no antialiasing, sides floored rather than rounded).
 
 Spec keys: ``train_splits`` (e.g. [train2017]), ``test_split`` (val2017), ``max_iter``, ``ims_per_batch``,
 ``base_lr``, ``momentum``, ``weight_decay``, ``weight_decay_norm`` (SOLVER.WEIGHT_DECAY_NORM), ``steps``,
 ``warmup_iters``, ``warmup_factor``, ``min_size_train`` (shortest sides, one drawn per image),
-``min_size_test``, ``max_size``, ``anchor_sizes``, ``aspect_ratios``, ``rpn`` and ``roi_heads``
-(``$defs/rpn`` and ``$defs/roi_heads`` of the config schema: losses, sampling, NMS, box coding),
+``min_size_test``, ``max_size``, ``anchor_sizes``, ``aspect_ratios``, ``aspect_ratio_grouping``
+(DATALOADER.ASPECT_RATIO_GROUPING), ``rpn`` and ``roi_heads`` (``$defs/rpn`` and ``$defs/roi_heads`` of the
+config schema: losses, sampling, NMS, box coding),
 ``mask_resolution`` (the head's output side, 2 * ceil(pooler_resolution / 2)), ``mask_conv_dim``,
 ``precise_bn_iters`` (TEST.PRECISE_BN.NUM_ITER; 0 turns it off), ``test_batch``, ``checkpoint_period``,
 ``log_period``, ``workers``, ``seed``, ``run``, ``device``, ``precision``, ``channels_last``.
@@ -44,7 +45,7 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
-from goodtransfer.data.samplers import IterationSampler
+from goodtransfer.data.samplers import IterationSampler, orientation_groups
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
@@ -272,7 +273,7 @@ def _train(
         print(f"[coco] resuming {spec['run']} from iteration {start}", file=sys.stderr)
     require_steps(len(data), run=spec["run"], images=len(data), batch=spec["ims_per_batch"], drop_last=False,
                   fix=f"add annotated images to the training splits {spec['train_splits']}")  # fmt: skip
-    sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
+    sampler = _sampler(data, spec, spec["seed"], start, spec["max_iter"])
     # Its own generator: creating the loader must not draw from the global RNG that resuming restores.
     loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
                         generator=torch.Generator().manual_seed(spec["seed"]))  # fmt: skip
@@ -310,9 +311,17 @@ def _loss(compute: Compute) -> LossFn:
 def _precise_bn(data: CocoInstanceData, spec: dict[str, Any]) -> DataLoader:
     """The ``precise_bn_iters`` training batches PreciseBN averages over (seed + 1: not the first ones).
     Unlike training's, this loader draws its seed from the global RNG, as it always has."""
-    seed, iterations = spec["seed"] + 1, spec["precise_bn_iters"]
-    sampler = IterationSampler(len(data), spec["ims_per_batch"], seed, 0, iterations, True)
+    sampler = _sampler(data, spec, spec["seed"] + 1, 0, spec["precise_bn_iters"])
     return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
+
+
+def _sampler(
+    data: CocoInstanceData, spec: dict[str, Any], seed: int, start: int, stop: int
+) -> IterationSampler:
+    """Training batches for iterations start..stop, each of one orientation with aspect_ratio_grouping."""
+    sizes = [(r.width, r.height) for r in data.records]
+    groups = orientation_groups(sizes) if spec["aspect_ratio_grouping"] else None
+    return IterationSampler(len(data), spec["ims_per_batch"], seed, start, stop, True, groups)
 
 
 def _results(image_id: int, output: dict[str, torch.Tensor], category_ids: Sequence[int]) -> list[dict]:

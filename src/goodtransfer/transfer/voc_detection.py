@@ -1,7 +1,9 @@
 """VOC detection fine-tuning (MoCo's detectron2 protocol) on a C4 Faster R-CNN, then VOC evaluation.
 
 Iteration-based like detectron2: SGD, linear warmup, x0.1 at ``steps``, multi-scale training by
-shortest side, horizontal flip, difficult objects kept for training. Resumable at any checkpoint.
+shortest side, horizontal flip, difficult objects kept for training, batches of one orientation with
+``aspect_ratio_grouping`` (DATALOADER.ASPECT_RATIO_GROUPING). The RPN's and box head's losses, sampling and
+NMS follow the spec's ``rpn`` and ``roi_heads`` (``c4``, ``rcnn_losses``). Resumable at any checkpoint.
 
 Optional spec key ``eval_period`` (iterations; absent or 0 = off): the test split is also evaluated
 every ``eval_period`` iterations (Fig. 4b), and metrics.json gets ``curve``, a list of
@@ -22,7 +24,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.images import open_rgb
-from goodtransfer.data.samplers import IterationSampler
+from goodtransfer.data.samplers import IterationSampler, orientation_groups
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
@@ -136,7 +138,7 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         start, curve = state["iteration"], state.get("curve", [])
         print(f"[voc] resuming {spec['run']} from iteration {start}", file=sys.stderr)
-    sampler = IterationSampler(len(data), spec["ims_per_batch"], spec["seed"], start, spec["max_iter"], True)
+    sampler = _sampler(data, spec, spec["seed"], start, spec["max_iter"])
     loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
     batches = iter(loader)  # draws a seed from the global RNG: before restoring it, as the first run did
     if state is not None:
@@ -173,14 +175,21 @@ def _loss(compute: Compute) -> Callable[[torch.nn.Module, Any], dict[str, torch.
     return loss
 
 
-def _bn_batches(data: Dataset, spec: dict[str, Any]) -> DataLoader:
+def _bn_batches(data: VocDetectionData, spec: dict[str, Any]) -> DataLoader:
     """``precise_bn_iters`` training batches other than the first ones (seed + 1), as COCO's PreciseBN."""
-    sampler = IterationSampler(
-        len(data), spec["ims_per_batch"], spec["seed"] + 1, 0, spec["precise_bn_iters"], True
-    )
+    sampler = _sampler(data, spec, spec["seed"] + 1, 0, spec["precise_bn_iters"])
     generator = torch.Generator().manual_seed(spec["seed"] + 1)  # drawing no seed from the global RNG
     return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
                       generator=generator)  # fmt: skip
+
+
+def _sampler(
+    data: VocDetectionData, spec: dict[str, Any], seed: int, start: int, stop: int
+) -> IterationSampler:
+    """Training batches for iterations start..stop, each of one orientation with aspect_ratio_grouping."""
+    sizes = [(r.width, r.height) for r in data.records]
+    groups = orientation_groups(sizes) if spec["aspect_ratio_grouping"] else None
+    return IterationSampler(len(data), spec["ims_per_batch"], seed, start, stop, True, groups)
 
 
 def _to(target: dict[str, torch.Tensor], compute: Compute) -> dict[str, torch.Tensor]:
