@@ -194,3 +194,27 @@ def test_paper_voc_and_coco_protocols_use_precise_bn_and_no_norm_weight_decay():
     specs.append(gtc.downstream_spec(merged, "coco", "r"))
     for spec in specs:
         assert spec["weight_decay_norm"] == 0.0 and spec["precise_bn_iters"] == 200, spec.get("protocol")
+
+
+# detectron2 0.6's defaults under MoCo's Base-RCNN-C4-BN.yaml (MODEL.RPN.*, MODEL.ROI_HEADS.*,
+# MODEL.ROI_BOX_HEAD.*, TEST.DETECTIONS_PER_IMAGE), as the spec keys that carry them.
+D2_RPN = {
+    "pre_nms_topk_train": 12000, "post_nms_topk_train": 2000, "pre_nms_topk_test": 6000,
+    "post_nms_topk_test": 1000, "nms_thresh": 0.7, "batch_size_per_image": 256, "positive_fraction": 0.5,
+    "iou_thresholds": [0.3, 0.7], "bbox_reg_weights": [1.0, 1.0, 1.0, 1.0], "smooth_l1_beta": 0.0,
+    "loss_normalizer": "batch_size_per_image",  # loss_rpn_cls, loss_rpn_loc / (BATCH_SIZE_PER_IMAGE x N)
+}  # fmt: skip
+D2_ROI_HEADS = {
+    "pooler_resolution": 14, "batch_size_per_image": 512, "positive_fraction": 0.25, "iou_thresholds": [0.5],
+    "bbox_reg_weights": [10.0, 10.0, 5.0, 5.0], "smooth_l1_beta": 0.0, "score_thresh_test": 0.05,
+    "nms_thresh_test": 0.5, "detections_per_image": 100,
+}  # fmt: skip
+
+
+def test_paper_voc_and_coco_protocols_carry_detectron2s_c4_recipe():
+    merged = _paper_config()
+    for name in ("voc07", "voc0712", "voc07_curve", "coco"):
+        spec = gtc.downstream_spec(merged, name, "r")
+        assert spec["aspect_ratio_grouping"] is True, name  # DATALOADER.ASPECT_RATIO_GROUPING
+        assert spec["rpn"] == D2_RPN, name
+        assert spec["roi_heads"] == D2_ROI_HEADS, name
