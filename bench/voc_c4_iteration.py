@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     config = gtc.deep_merge(read_yaml("config.yaml"), read_yaml(args.configfile))
-    spec = gtc.detection_spec(config, "voc07", "bench")
+    spec = gtc.downstream_spec(config, "voc07", "bench")
     results = {}
     for name, channels_last, precision in (("fp32", False, "fp32"), ("channels_last+bf16", True, "bf16")):
         compute = Compute.from_spec(

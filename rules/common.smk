@@ -223,6 +223,13 @@ def table_metrics(table):
     }
 
 
+def table_reference(table):
+    """The file of the table's reference numbers: the paper's (copied from its tables), or its own."""
+    return config["tables"][table].get(
+        "reference_file", "paper/reference/reference_results.yaml"
+    )
+
+
 def table_band(table):
     """The table's band, else the report's; None: no cell is marked."""
     return config["tables"][table].get("band", config["report"].get("band"))

@@ -5,7 +5,7 @@
 rule table_json:
     input:
         lambda w: [path for paths in table_metrics(w.table).values() for path in paths],
-        reference="paper/reference/reference_results.yaml",
+        reference=lambda w: table_reference(w.table),
     output:
         report(
             "results/tables/{table}.json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from goodtransfer.io import InputError
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer.c4 import backbone_keys_loaded, build_c4_detector
 from goodtransfer.transfer.voc_detection import build_from_checkpoint
+from tests.workflow import protocol_spec
 
 DETECTION = {
     "anchor_sizes": [16, 32],
@@ -83,9 +85,9 @@ def test_truncated_checkpoint_makes_the_cli_fail_with_its_path(checkpoint, tmp_p
             sys.executable,
             "-m",
             "goodtransfer",
-            "linear",
+            "downstream",
             "--spec",
-            '{"seed": 0, "device": "cpu"}',
+            json.dumps(protocol_spec("linear", device="cpu")),
             "--checkpoint",
             str(path),
             "--data",

@@ -8,6 +8,7 @@ the periodically evaluated VOC07 run), so the suite stays short."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 
@@ -154,6 +155,16 @@ def test_fp_figures_are_drawn_from_the_first_seeds_detections_and_follow_them(bu
     for det in payload["detections"]:  # every detection moved far away: all become background errors
         det["box"] = [0.0, 0.0, 1.0, 1.0]
     detections.write_text(json.dumps(payload))
+    # Edited by hand, the detections no longer match their metrics' record: the analysis refuses them.
+    analysis = "results/fp_analysis/voc07/mocov2-frcgb.json"
+    done = snakemake(built, analysis, "-f", "--configfile", "tiny.yaml", "full.yaml")
+    log = (built / "logs/fp_analysis/voc07/mocov2-frcgb.log").read_text()
+    assert done.returncode != 0 and "detections.json: not the file its job wrote" in log
+    # As a rerun of the fine-tune writes them: new detections and their digest in new metrics.
+    metrics_path = detections.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["files"]["detections.json"] = hashlib.sha256(detections.read_bytes()).hexdigest()
+    metrics_path.write_text(json.dumps(metrics))
     done = snakemake(built, "figure7", "--configfile", "tiny.yaml", "full.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     after = json.loads((built / "results/figures/figure7.json").read_text())["heights"]["MoCo-v2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from goodtransfer.cli import main
 from goodtransfer.data.synthetic import voc as synthetic_voc
-from goodtransfer.data.synthetic.cli import main
 from goodtransfer.data.synthetic.common import Placement, Scene
 from goodtransfer.data.synthetic.imagenet import generate_imagenet, imagenet_wnid
 from goodtransfer.data.synthetic.kinds import KINDS, PATTERNS
@@ -284,63 +285,16 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_cli_matches_api(tmp_path: Path, voc_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [
-        "voc",
-        "--root",
-        str(tmp_path / "voc"),
-        "--classes",
-        *VOC_TEST_CLASSES,
-        "--trainval-images",
-        "24",
-        "--test-images",
-        "16",
-        "--image-size",
-        "64",
-        "96",
-        "--max-objects",
-        "5",
-        "--seed",
-        "0",
-    ]
-    assert main(argv) == 0
+    def generate(kind: str, root: Path, seed: int, **options: Any) -> int:
+        return main(["generate", "--kind", kind, "--root", str(root), "--seed", str(seed),
+                     "--options", json.dumps(options)])  # fmt: skip
+
+    options = {**VOC_ARGS, "classes": list(VOC_TEST_CLASSES), "image_size": [64, 96]}
+    options.pop("seed", None)
+    assert generate("voc", tmp_path / "voc", 0, **options) == 0
     assert tree_digest(tmp_path / "voc") == tree_digest(voc_root)
-    bad = [
-        "voc",
-        "--root",
-        str(tmp_path / "bad"),
-        "--classes",
-        "griffin",
-        "griffin",
-        "--trainval-images",
-        "4",
-        "--test-images",
-        "4",
-        "--image-size",
-        "64",
-        "--max-objects",
-        "2",
-        "--seed",
-        "0",
-    ]
-    assert main(bad) == 2
+    bad = {**options, "classes": ["griffin", "griffin"], "trainval_images": 4, "test_images": 4}
+    assert generate("voc", tmp_path / "bad", 0, **bad) == 2
     assert "griffin" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "imagenet",
-                "--root",
-                str(tmp_path / "in"),
-                "--num-classes",
-                "2",
-                "--train-per-class",
-                "1",
-                "--val-per-class",
-                "1",
-                "--image-size",
-                "32",
-                "--seed",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert generate("imagefolder", tmp_path / "in", 3, num_classes=2, train_per_class=1, val_per_class=1,
+                    image_size=32) == 0  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from goodtransfer import config as gtc
@@ -334,6 +335,11 @@ def check_tables(config: Mapping[str, Any]) -> None:
             fail(f"{key}.columns", f"keys {keys} repeat; expected each column key once")
         for index, column in enumerate(entry["columns"]):
             expect_in(f"{key}.columns[{index}].protocol", column["protocol"], protocols, "a protocol")
+        if entry.get("reference_file") and not Path(entry["reference_file"]).is_file():
+            fail(
+                f"{key}.reference_file",
+                f"{entry['reference_file']!r} not found; expected a YAML file of numbers",
+            )
         for g, group in enumerate(entry["groups"]):
             for r, row in enumerate(group["rows"]):
                 check_run_ref(config, f"{key}.groups[{g}].rows[{r}].run", row["run"], epochs_allowed=True)

@@ -1,5 +1,0 @@
-import sys
-
-from goodtransfer.data.synthetic.cli import main
-
-sys.exit(main())
