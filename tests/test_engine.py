@@ -211,3 +211,43 @@ def test_precise_bn_sets_running_statistics_to_the_mean_of_the_batch_statistics(
     assert count == 5 and model[1].momentum == 0.1  # momentum restored
     torch.testing.assert_close(model[1].running_mean, torch.stack([h.mean(0) for h in hidden]).mean(0))
     torch.testing.assert_close(model[1].running_var, torch.stack([h.var(0) for h in hidden]).mean(0))
+
+
+def _tiny_step(precision: str, scale: float) -> tuple[torch.Tensor, Trainer]:
+    """One SGD step on a linear layer whose loss is ``scale`` x its output (summed in fp32, as losses are):
+    the weight's gradient as the optimizer saw it (unscaled)."""
+    torch.manual_seed(0)
+    model, inputs = nn.Linear(8, 4), torch.randn(16, 8)
+    compute = Compute(torch.device("cpu"), False, precision)
+    trainer = Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), compute,
+        loss=lambda m, batch: {"loss": scale * m(batch).float().sum()}, batches=lambda epoch: [inputs],
+        epochs=1,
+    )  # fmt: skip
+    trainer.train()
+    return model.weight.grad.detach().clone(), trainer
+
+
+def test_fp16_steps_scale_the_loss_so_tiny_gradients_do_not_underflow(tmp_path):
+    tiny = 1e-8  # below fp16's smallest subnormal (6e-8): unscaled, the fp16 output gradient is 0
+    reference, _ = _tiny_step("fp32", tiny)
+    gradient, trainer = _tiny_step("fp16", tiny)
+    assert reference.abs().min() > 0 and trainer.scaler.is_enabled()
+    assert torch.allclose(gradient, reference, rtol=1e-2, atol=0), (gradient - reference).abs().max()
+    # the same step without loss scaling: the gradient underflows and nothing is learnt
+    torch.manual_seed(0)
+    model, inputs = nn.Linear(8, 4), torch.randn(16, 8)
+    with torch.autocast("cpu", dtype=torch.float16):
+        (tiny * model(inputs).float().sum()).backward()
+    assert model.weight.grad.abs().max() == 0
+    # the loss scale is part of the resumable state, and a resumed fp16 run continues from it
+    state = trainer.state()
+    assert set(state) == {"scaler"} and state["scaler"]["scale"] > 0
+    assert _tiny_step("bf16", tiny)[1].state() == {}  # bf16 keeps fp32's range: no scaler
+    resumed = Trainer(
+        nn.Linear(8, 4), torch.optim.SGD(nn.Linear(8, 4).parameters(), lr=1.0),
+        Compute(torch.device("cpu"), False, "fp16"), loss=lambda m, b: {"loss": m(b).sum()},
+        batches=lambda epoch: [], epochs=1,
+    )  # fmt: skip
+    resumed.train(resumed={"scaler": {**state["scaler"], "scale": 1024.0}})
+    assert resumed.scaler.get_scale() == 1024.0

@@ -117,8 +117,9 @@ class EpochCheckpoint(Hook):
         done = trainer.epoch + 1
         if self.enabled and (done % self.every == 0 or done == trainer.epochs):
             self.resume.save(
-                model=self.model(), optimizer=trainer.optimizer.state_dict(), epoch=done, **self.extra()
-            )
+                model=self.model(), optimizer=trainer.optimizer.state_dict(), epoch=done, **trainer.state(),
+                **self.extra(),
+            )  # fmt: skip
 
 
 class History(Hook):
@@ -164,7 +165,7 @@ class IterationCheckpoint(Hook):
         if self.period and done % self.period == 0 and done < self.last:
             self.resume.save(
                 model=trainer.model.state_dict(), optimizer=trainer.optimizer.state_dict(), iteration=done,
-                **self.extra(),
+                **trainer.state(), **self.extra(),
             )  # fmt: skip
 
 

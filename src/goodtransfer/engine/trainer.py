@@ -64,6 +64,8 @@ class Trainer:
         self.model, self.optimizer, self.compute, self.autocast = model, optimizer, compute, autocast
         self.loss_fn, self.batches, self.epochs = loss, batches, epochs
         self.hooks = list(hooks)
+        # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); off, it is a pass-through.
+        self.scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.precision == "fp16")
         self.epoch, self.iter, self.step_in_epoch = 0, 0, 0
         self.loss, self.losses = float("nan"), {}
         self.epoch_loss, self.epoch_steps, self.epoch_seconds = float("nan"), 0, 0.0
@@ -72,8 +74,13 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def train(self, start_epoch: int = 0, start_iter: int = 0) -> None:
-        """Run epochs ``start_epoch..epochs-1``; ``start_iter`` is the step count already done."""
+    def train(
+        self, start_epoch: int = 0, start_iter: int = 0, resumed: Mapping[str, Any] | None = None
+    ) -> None:
+        """Run epochs ``start_epoch..epochs-1``; ``start_iter`` is the step count already done; ``resumed``:
+        the saved state the job resumed from (the loss scale of an fp16 run continues from it)."""
+        if resumed and "scaler" in resumed:
+            self.scaler.load_state_dict(resumed["scaler"])
         self.iter = start_iter
         self._call("before_train")
         for epoch in range(start_epoch, self.epochs):
@@ -103,12 +110,17 @@ class Trainer:
             losses = self.loss_fn(self.model, batch)
         total = sum(value.float() for value in losses.values())  # parts may be bf16 under autocast
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)  # fp16: unscales the gradients, skips the step if one is not finite
+        self.scaler.update()
         self.loss = float(total.detach())
         self.losses = (
             {name: float(value.detach()) for name, value in losses.items()} if len(losses) > 1 else {}
         )
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the loop besides model and optimizer: the fp16 loss scale."""
+        return {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
 
     def _call(self, stage: str) -> None:
         for hook in self.hooks:

@@ -209,7 +209,7 @@ def pretrain(
                             extra=lambda: {"history": history}, enabled=rank0),
             EpochEnd(lambda trainer: _keep_backbone(spec, digest, trainer.epoch + 1, method, Path(out))),
         ],
-    ).train(start_epoch=start_epoch, start_iter=progress.done)  # fmt: skip
+    ).train(start_epoch=start_epoch, start_iter=progress.done, resumed=state)  # fmt: skip
     if ddp.rank() == 0:
         save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))
         write_json(log_json, {**_record(spec, digest), "history": history})

@@ -291,7 +291,7 @@ def _train(
             IterationCheckpoint(resume, spec["checkpoint_period"], last),
             PreciseBN(spec["precise_bn_iters"], lambda: _precise_bn(data, spec), loss),
         ],
-    ).train(start_iter=start)  # fmt: skip
+    ).train(start_iter=start, resumed=state)  # fmt: skip
     return start
 
 

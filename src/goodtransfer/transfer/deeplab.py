@@ -342,7 +342,7 @@ def _train(
             TensorBoard(log_dir, fresh=start == 0),
             IterationCheckpoint(resume, spec["checkpoint_period"], last),
         ],
-    ).train(start_iter=start)  # fmt: skip
+    ).train(start_iter=start, resumed=state)  # fmt: skip
     return start
 
 

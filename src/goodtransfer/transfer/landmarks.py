@@ -237,7 +237,7 @@ def train(
             EpochCheckpoint(resume, spec["checkpoint_period"], model=model.state_dict,
                             extra=lambda: {"losses": losses}),
         ],
-    ).train(start_epoch=start, start_iter=start * per_epoch)  # fmt: skip
+    ).train(start_epoch=start, start_iter=start * per_epoch, resumed=state)  # fmt: skip
     return start, losses
 
 

@@ -133,7 +133,7 @@ def run(job: DownstreamJob) -> dict[str, Any]:
             History(history, spec["batch_size"]),
             EpochCheckpoint(resume, 1, model=classifier.state_dict, extra=lambda: {"history": history}),
         ],
-    ).train(start_epoch=start, start_iter=start * steps)  # fmt: skip
+    ).train(start_epoch=start, start_iter=start * steps, resumed=state)  # fmt: skip
     accuracy = top1(backbone, classifier, _batches(val, spec, False), compute, cached)
     loss_value = history[-1]["loss"] if history else float("nan")
     print(f"[linear] {spec['run']} top-1 {accuracy:.2f} (final train loss {loss_value:.3f})", file=sys.stderr)

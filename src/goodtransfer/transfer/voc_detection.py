@@ -163,7 +163,7 @@ def _train(
             IterationCheckpoint(resume, spec["checkpoint_period"], last, extra=lambda: {"curve": curve}),
             PreciseBN(spec.get("precise_bn_iters", 0), lambda: _bn_batches(data, spec), _loss(compute)),
         ],
-    ).train(start_iter=start)  # fmt: skip
+    ).train(start_iter=start, resumed=state)  # fmt: skip
     return start, curve
 
 
