@@ -93,7 +93,8 @@ def test_plugin_submits_paper_pretraining_as_one_task_holding_all_eight_gpus():
         "partition": f" -p {resources['slurm_partition']}", "workdir": "/work",
     }  # fmt: skip
     sbatch = get_submit_command(job, params) + set_gres_string(job)
-    assert "--gpus=8" in sbatch and "--cpus-per-task=32" in sbatch and "-t 4320" in sbatch
+    assert "--nodes=1" in sbatch and "--gpus=8" in sbatch  # torchrun --standalone: all ranks on one node
+    assert "--cpus-per-task=32" in sbatch and "-t 4320" in sbatch
     assert "--ntasks" not in sbatch  # one task (SLURM's default), no --ntasks-per-gpu
     assert get_gpu_setting(job) == "--gpus=8"  # the srun inside the job step sees all eight
 
