@@ -61,7 +61,7 @@ def cluster():
 def _run_through_slurm(workdir, target, *configfiles):
     # A bounded wait: the plugin stops tracking jobs whose status sacct fails to report 5 times in a row.
     args = ("--profile", str(PROFILE), target, "--configfile", "tiny.yaml", *configfiles)
-    return snakemake(workdir, *args, timeout=300)
+    return snakemake(workdir, *args, timeout=300, slurm_cluster=True)
 
 
 def _accounting(stderr: str) -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ import yaml
 from goodtransfer.checkpoint import load_backbone, load_torch
 from goodtransfer.data.synthetic.imagenet import generate_imagenet
 from goodtransfer.launch import launcher, threads_per_process
-from tests.workflow import ROOT, copy_workflow, pretrain_command, snakemake, tiny_moco_spec
+from tests.workflow import ROOT, copy_workflow, no_slurm_cluster, pretrain_command, snakemake, tiny_moco_spec
 
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 
@@ -80,8 +80,9 @@ class _Resources(dict):
     __getattr__ = dict.__getitem__
 
 
-def test_plugin_submits_paper_pretraining_as_one_task_holding_all_eight_gpus():
+def test_plugin_submits_paper_pretraining_as_one_task_holding_all_eight_gpus(monkeypatch):
     """Without `tasks: 0` an explicit task count becomes --ntasks-per-gpu and runs the job once per GPU."""
+    monkeypatch.setenv("SLURM_CONF", no_slurm_cluster()["SLURM_CONF"])  # the import asks `scontrol`
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
     from snakemake_executor_plugin_slurm_jobstep import get_gpu_setting

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -48,21 +51,30 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def snakemake(
-    workdir: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
+    slurm_cluster: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Targets must come before ``--configfile``, which takes every following word as a file; ``env``
-    adds variables."""
+    adds variables. Only ``slurm_cluster=True`` (a run through a real cluster) lets it look for SLURM."""
     command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     # The rules call `python`: make it this interpreter, whatever PATH the tests were started with.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, **(env or {}), "PATH": path}
+    slurm = {} if slurm_cluster else no_slurm_cluster()
+    env = {**os.environ, **slurm, **(env or {}), "PATH": path}
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def no_slurm_cluster(folder: Path) -> dict[str, str]:
-    """Variables for a Snakemake that must not look for a SLURM cluster: where SLURM's client tools are
+@functools.cache
+def no_slurm_cluster() -> dict[str, str]:
+    """Variables for a process that must not look for a SLURM cluster: where SLURM's client tools are
     installed but no controller runs (after the SLURM tests), the SLURM executor plugin asks
-    `scontrol show config` at start-up and waits 9 s; an empty SLURM_CONF makes that fail at once."""
+    `scontrol show config` when imported, by every `snakemake`, and waits 9 s; an empty SLURM_CONF makes
+    that fail at once. The file lives in a temporary folder of this test session, removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="goodtransfer-no-slurm-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     conf = folder / "slurm.conf"
     conf.write_text("")
     return {"SLURM_CONF": str(conf)}
