@@ -4,10 +4,14 @@ Under bf16 autocast torchvision's detection parts compute boxes in the features'
 feature map's dtype, the box coder decodes in the deltas' dtype, and the RoI heads cast the ground truth
 to the proposals'. bf16 spacing is 4 px between 512 and 1024 and 8 px above, so at the paper's 800 x 1333
 boxes move by pixels. These subclasses leave the network (convolutions, heads) under autocast and take
-only the geometry out of it. For fp32 inputs every cast here is a no-op, so fp32 runs are unchanged.
+only the geometry out of it. For fp32 inputs every cast here is a no-op. Anchors are detectron2's, not
+rounded to whole pixels as torchvision's (tests/test_detectron2_parity.py).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torchvision.models.detection._utils import BoxCoder
@@ -34,7 +38,25 @@ class Fp32BoxCoder(BoxCoder):
 
 
 class Fp32AnchorGenerator(AnchorGenerator):
-    """Anchors in fp32 (torchvision gives them the feature map's dtype, bf16 under autocast)."""
+    """Anchors in fp32 (torchvision gives them the feature map's dtype, bf16 under autocast), and not
+    rounded to whole pixels: detectron2's DefaultAnchorGenerator keeps width sqrt(size^2 / ratio) and
+    height ratio x width (45.25 x 22.63 at size 32, ratio 0.5, where torchvision's rounding gives 46 x 22).
+    torchvision's order stays (ratio-major, then size): the RPN head's output channels follow it.
+    """
+
+    def generate_anchors(
+        self,
+        scales: Sequence[int],
+        aspect_ratios: Sequence[float],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device = torch.device("cpu"),  # noqa: B008 (torchvision's signature)
+    ) -> torch.Tensor:
+        anchors = []
+        for ratio in aspect_ratios:
+            for size in scales:
+                width = math.sqrt(size * size / ratio)  # in double, as detectron2 computes them
+                anchors.append([-width / 2, -ratio * width / 2, width / 2, ratio * width / 2])
+        return torch.tensor(anchors, dtype=dtype, device=device)
 
     def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
         del dtype
