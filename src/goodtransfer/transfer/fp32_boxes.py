@@ -4,10 +4,15 @@ Under bf16 autocast torchvision's detection parts compute boxes in the features'
 feature map's dtype, the box coder decodes in the deltas' dtype, and the RoI heads cast the ground truth
 to the proposals'. bf16 spacing is 4 px between 512 and 1024 and 8 px above, so at the paper's 800 x 1333
 boxes move by pixels. These subclasses leave the network (convolutions, heads) under autocast and take
-only the geometry out of it. For fp32 inputs every cast here is a no-op, so fp32 runs are unchanged.
+only the geometry out of it. Two changes bring torchvision's geometry to detectron2's, in any precision:
+anchors are not rounded to whole pixels, and proposals are filtered in fp64 so that NMS ranks them by
+objectness as detectron2 does (tests/test_detectron2_parity.py).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torchvision.models.detection._utils import BoxCoder
@@ -34,7 +39,25 @@ class Fp32BoxCoder(BoxCoder):
 
 
 class Fp32AnchorGenerator(AnchorGenerator):
-    """Anchors in fp32 (torchvision gives them the feature map's dtype, bf16 under autocast)."""
+    """Anchors in fp32 (torchvision gives them the feature map's dtype, bf16 under autocast), and not
+    rounded to whole pixels: detectron2's DefaultAnchorGenerator keeps width sqrt(size^2 / ratio) and
+    height ratio x width (45.25 x 22.63 at size 32, ratio 0.5, where torchvision's rounding gives 46 x 22).
+    torchvision's order stays (ratio-major, then size): the RPN head's output channels follow it.
+    """
+
+    def generate_anchors(
+        self,
+        scales: Sequence[int],
+        aspect_ratios: Sequence[float],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device = torch.device("cpu"),  # noqa: B008 (torchvision's signature)
+    ) -> torch.Tensor:
+        anchors = []
+        for ratio in aspect_ratios:
+            for size in scales:
+                width = math.sqrt(size * size / ratio)  # in double, as detectron2 computes them
+                anchors.append([-width / 2, -ratio * width / 2, width / 2, ratio * width / 2])
+        return torch.tensor(anchors, dtype=dtype, device=device)
 
     def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
         del dtype
@@ -42,7 +65,12 @@ class Fp32AnchorGenerator(AnchorGenerator):
 
 
 class Fp32RPN(RegionProposalNetwork):
-    """torchvision's RPN with fp32 decoding and fp32 proposal filtering (clipping, scores, NMS)."""
+    """torchvision's RPN with fp32 decoding, and proposal filtering (clipping, scores, NMS) in fp64.
+
+    torchvision's NMS ranks sigmoid probabilities, detectron2's the logits. In fp32 the probabilities of
+    logits above ~9 tie or swap (their spacing near 1 is 6e-8); in fp64 they keep the logits' order, so
+    the same proposals survive NMS as in detectron2. The boxes come back in fp32 unchanged.
+    """
 
     def __init__(self, rpn: RegionProposalNetwork) -> None:
         super().__init__(
@@ -61,9 +89,10 @@ class Fp32RPN(RegionProposalNetwork):
         num_anchors_per_level: list[int],
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         with without_autocast(proposals):
-            return super().filter_proposals(
-                proposals.float(), objectness.float(), image_shapes, num_anchors_per_level
+            boxes, scores = super().filter_proposals(
+                proposals.double(), objectness.double(), image_shapes, num_anchors_per_level
             )
+        return [b.float() for b in boxes], [s.float() for s in scores]
 
 
 class Fp32RoIHeads(RoIHeads):
