@@ -21,6 +21,8 @@ DETECTION = {
     "aspect_ratios": [0.5, 1.0, 2.0],
     "min_size_train": [64],
     "max_size": 128,
+    "resize_rounding": "nearest",
+    "size_divisibility": 0,
     "rpn": {
         "pre_nms_topk_train": 50,
         "post_nms_topk_train": 20,

@@ -30,7 +30,7 @@ SPEC = {
     "base_lr": 0.02, "momentum": 0.9, "weight_decay": 1.0e-4, "weight_decay_norm": 0.0, "steps": [4],
     "warmup_iters": 2, "warmup_factor": 0.001, "min_size_train": [80, 96], "min_size_test": 96,
     "max_size": 160, "anchor_sizes": [16, 32, 64], "aspect_ratios": [0.5, 1.0, 2.0],
-    "aspect_ratio_grouping": True,
+    "aspect_ratio_grouping": True, "resize_rounding": "nearest", "size_divisibility": 0,
     "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 50, "pre_nms_topk_test": 100,
             "post_nms_topk_test": 30, "nms_thresh": 0.7, "batch_size_per_image": 64, "positive_fraction": 0.5,
             "iou_thresholds": [0.3, 0.7], "bbox_reg_weights": [1.0, 1.0, 1.0, 1.0], "smooth_l1_beta": 0.0,

@@ -6,7 +6,8 @@ stem..res4 (``conv1``..``layer3``) is the backbone at stride 16; the RPN runs on
 (``FREEZE_AT: 0``) and every BatchNorm is trained. Box geometry (anchors, decoding, NMS, RoIAlign's boxes)
 stays fp32 under autocast (``fp32_boxes``). The RPN's and the box head's losses, sampling, NMS and box
 coding come from the spec's ``rpn`` and ``roi_heads`` sections (``rcnn_losses``: detectron2's or
-torchvision's losses).
+torchvision's losses). Images are resized and batched as detectron2's (``c4_transform``: the spec's
+``resize_rounding`` and ``size_divisibility``), anchors laid at the backbone's stride, 16.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from goodtransfer.io import InputError
+from goodtransfer.transfer.c4_transform import C4Transform
 from goodtransfer.transfer.fp32_boxes import (
     Fp32AnchorGenerator,
     Fp32BoxCoder,
@@ -34,6 +36,8 @@ from goodtransfer.transfer.fp32_boxes import (
     without_autocast,
 )
 from goodtransfer.transfer.rcnn_losses import fast_rcnn_losses, rpn_losses
+
+STRIDE = 16  # res4's: of the RPN's anchors and of RoIAlign
 
 
 class C4Backbone(nn.Module):
@@ -58,7 +62,7 @@ class C4RoIPool(MultiScaleRoIAlign):
     and returns the features' dtype.
     """
 
-    def __init__(self, resolution: int, stride: int = 16) -> None:
+    def __init__(self, resolution: int, stride: int = STRIDE) -> None:
         super().__init__(featmap_names=["0"], output_size=resolution, sampling_ratio=0)
         self.resolution, self.scale = resolution, 1.0 / stride
 
@@ -193,7 +197,7 @@ def _iou_range(spec: dict[str, Any], section: str) -> tuple[float, float]:
 def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -> FasterRCNN:
     """A Faster R-CNN C4 for ``num_classes`` foreground classes from an initialised ResNet."""
     anchors = Fp32AnchorGenerator(
-        sizes=(tuple(spec["anchor_sizes"]),), aspect_ratios=(tuple(spec["aspect_ratios"]),)
+        sizes=(tuple(spec["anchor_sizes"]),), aspect_ratios=(tuple(spec["aspect_ratios"]),), strides=(STRIDE,)
     )
     backbone = C4Backbone(resnet)
     head = Res5ExtraNormHead(copy.deepcopy(resnet.layer4))
@@ -230,6 +234,10 @@ def build_c4_detector(resnet: ResNet, num_classes: int, spec: dict[str, Any]) ->
         box_positive_fraction=roi["positive_fraction"],
         bbox_reg_weights=tuple(roi["bbox_reg_weights"]),
     )
+    model.transform = C4Transform(
+        tuple(spec["min_size_train"]), spec["max_size"], list(IMAGENET_MEAN), list(IMAGENET_STD),
+        spec["size_divisibility"], spec["resize_rounding"],
+    )  # fmt: skip
     model.rpn = C4RPN(model.rpn, rpn["smooth_l1_beta"], rpn["loss_normalizer"], rpn["bbox_reg_weights"])
     model.roi_heads = C4RoIHeads(model.roi_heads, roi["smooth_l1_beta"])
     return model

@@ -8,15 +8,15 @@ per class). Mask targets rasterise each gt polygon inside its proposal box (dete
 detected boxes and the masks are pasted by bilinear sampling and thresholded at 0.5, as detectron2 does.
 Training follows detectron2's solver (no weight decay on BatchNorm parameters) and MoCo's PreciseBN; the
 RPN and box losses are detectron2's or torchvision's by key (``rcnn_losses``), and batches may hold one
-orientation each (``aspect_ratio_grouping``). Differs from detectron2, as ``voc_detection`` does: batch
-padding to 32, and resizing of float tensors (no antialiasing, sides floored rather than rounded).
+orientation each (``aspect_ratio_grouping``). Images are resized and batched as ``c4_transform`` says
+(``resize_rounding``, ``size_divisibility``); unlike detectron2, float tensors are resized (no antialiasing).
 
 Spec keys: ``train_splits`` (e.g. [train2017]), ``test_split`` (val2017), ``max_iter``, ``ims_per_batch``,
 ``base_lr``, ``momentum``, ``weight_decay``, ``weight_decay_norm`` (SOLVER.WEIGHT_DECAY_NORM), ``steps``,
 ``warmup_iters``, ``warmup_factor``, ``min_size_train`` (shortest sides, one drawn per image),
-``min_size_test``, ``max_size``, ``anchor_sizes``, ``aspect_ratios``, ``aspect_ratio_grouping``
-(DATALOADER.ASPECT_RATIO_GROUPING), ``rpn`` and ``roi_heads`` (``$defs/rpn`` and ``$defs/roi_heads`` of the
-config schema: losses, sampling, NMS, box coding),
+``min_size_test``, ``max_size``, ``resize_rounding``, ``size_divisibility``, ``anchor_sizes``,
+``aspect_ratios``, ``aspect_ratio_grouping`` (DATALOADER.ASPECT_RATIO_GROUPING), ``rpn`` and ``roi_heads``
+(``$defs/rpn`` and ``$defs/roi_heads`` of the config schema: losses, sampling, NMS, box coding),
 ``mask_resolution`` (the head's output side, 2 * ceil(pooler_resolution / 2)), ``mask_conv_dim``,
 ``precise_bn_iters`` (TEST.PRECISE_BN.NUM_ITER; 0 turns it off), ``test_batch``, ``checkpoint_period``,
 ``log_period``, ``workers``, ``seed``, ``run``, ``device``, ``precision``, ``channels_last``.
@@ -37,7 +37,6 @@ from pycocotools import mask as mask_util
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import ResNet
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -59,6 +58,7 @@ from goodtransfer.progress import Progress
 from goodtransfer.resume import ResumeState, set_rng_state
 from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import C4RoIHeads, backbone_keys_loaded, build_c4_detector
+from goodtransfer.transfer.c4_transform import C4Transform
 from goodtransfer.transfer.tasks import DownstreamJob
 
 METRICS = tuple(f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("AP", "AP50", "AP75"))
@@ -94,8 +94,8 @@ def paste_masks(
     return torch.cat(pasted)
 
 
-class PolygonTransform(GeneralizedRCNNTransform):
-    """torchvision's resize/normalise/batch, also scaling ``target["polygons"]`` and pasting masks."""
+class PolygonTransform(C4Transform):
+    """The C4 detectors' resize/normalise/batch, also scaling ``target["polygons"]`` and pasting masks."""
 
     def resize(self, image: torch.Tensor, target: dict[str, Any] | None = None):
         height, width = image.shape[-2:]
@@ -197,7 +197,10 @@ def build_c4_mask_rcnn(resnet: ResNet, num_classes: int, spec: dict[str, Any]) -
         )
     model = build_c4_detector(resnet, num_classes, spec)
     old = model.transform
-    model.transform = PolygonTransform(old.min_size, old.max_size, old.image_mean, old.image_std)
+    model.transform = PolygonTransform(
+        old.min_size, old.max_size, old.image_mean, old.image_std, spec["size_divisibility"],
+        spec["resize_rounding"],
+    )  # fmt: skip
     mask_head = C4MaskHead(model.roi_heads.box_head.out_channels, spec["mask_conv_dim"], num_classes)
     model.roi_heads = Res5MaskRoIHeads(model.roi_heads, mask_head, resolution)
     return model

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
@@ -43,7 +44,29 @@ class Fp32AnchorGenerator(AnchorGenerator):
     rounded to whole pixels: detectron2's DefaultAnchorGenerator keeps width sqrt(size^2 / ratio) and
     height ratio x width (45.25 x 22.63 at size 32, ratio 0.5, where torchvision's rounding gives 46 x 22).
     torchvision's order stays (ratio-major, then size): the RPN head's output channels follow it.
+    Anchors are laid at the backbone's ``strides`` (one per feature level), as detectron2 does: torchvision
+    derives them as padded image size // feature size, which is 15 for a 1067-wide image unpadded (67 res4
+    columns) instead of 16.
     """
+
+    def __init__(
+        self,
+        sizes: tuple[tuple[int, ...], ...],
+        aspect_ratios: tuple[tuple[float, ...], ...],
+        strides: Sequence[int],
+    ) -> None:
+        super().__init__(sizes, aspect_ratios)
+        if len(strides) != len(sizes):
+            raise ValueError(f"{len(strides)} anchor strides for {len(sizes)} feature levels")
+        self.strides = tuple(strides)
+
+    def forward(self, image_list: ImageList, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        device = feature_maps[0].device
+        grid_sizes = [list(feature.shape[-2:]) for feature in feature_maps]
+        strides = [[torch.tensor(stride, dtype=torch.int64, device=device)] * 2 for stride in self.strides]
+        self.set_cell_anchors(torch.float32, device)
+        anchors = torch.cat(self.grid_anchors(grid_sizes, strides))
+        return [anchors for _ in image_list.image_sizes]
 
     def generate_anchors(
         self,
