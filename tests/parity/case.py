@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CASE_DIR = ROOT / "tests" / "data" / "detectron2_parity"
 CASE_FILE = CASE_DIR / "case.pt"
 SEED = 20210
-# (height, width): short side 800 and long side under 1333, so neither side resizes; multiples of 32, where
-# torchvision's padding to 32 equals detectron2's none (C4): at other sizes res4's last ~4 columns differ.
-IMAGE_SIZES = ((800, 1056), (1216, 800), (800, 800))
-TRAIN_BATCH = (0, 2)  # images of the training-mode case, one batch (the second is padded to the first)
+# (height, width): short side 800 and long side under 1333, so neither side resizes; the last one not a
+# multiple of 32 (VOC's 500 x 375 at 800), where torchvision's padding to 32 would differ from detectron2's
+# none (C4) in res4's last ~4 columns, and its anchor stride would be 1067 // 67 = 15.
+IMAGE_SIZES = ((800, 1056), (1216, 800), (800, 800), (800, 1067))
+TRAIN_BATCH = (3, 2)  # images of the training-mode case, one batch (the second is padded to the first)
 DETECTION_PROPOSALS = 100
 # Added to the RPN's objectness bias for one more proposal record of image 0: logits of ~16, as a
 # confident trained RPN gives (the random weights give +-2).

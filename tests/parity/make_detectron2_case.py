@@ -13,7 +13,7 @@ lacks), with its pure-Python dependencies, beside this project's torch (shims: `
 
 The detector is MoCo's ``pascal_voc_R_50_C4_24k_moco.yaml`` over its ``Base-RCNN-C4-BN.yaml`` (set key by
 key below), with BN instead of SyncBN (one CPU process) and the case's two reductions (``case.py``).
-Writes, under tests/data/detectron2_parity/: three synthetic VOC-style images (PNG) and ``case.pt`` with
+Writes, under tests/data/detectron2_parity/: four synthetic VOC-style images (PNG) and ``case.pt`` with
 (a) the eval-mode RPN proposals (boxes, objectness logits) and (b) detections (boxes, scores, classes) of
 each image, (a') image 0's proposals again with the objectness pushed up to confident logits, and
 (c) the training-mode losses of one batch with the anchors and RoIs detectron2 sampled.
