@@ -4,8 +4,9 @@ Under bf16 autocast torchvision's detection parts compute boxes in the features'
 feature map's dtype, the box coder decodes in the deltas' dtype, and the RoI heads cast the ground truth
 to the proposals'. bf16 spacing is 4 px between 512 and 1024 and 8 px above, so at the paper's 800 x 1333
 boxes move by pixels. These subclasses leave the network (convolutions, heads) under autocast and take
-only the geometry out of it. Two changes bring torchvision's geometry to detectron2's, in any precision:
-anchors are not rounded to whole pixels, and proposals are filtered in fp64 so that NMS ranks them by
+only the geometry out of it. Three changes bring torchvision's geometry to detectron2's, in any precision:
+anchors are not rounded to whole pixels, they are laid at the backbone's stride (not one derived from the
+padded image size), and proposals are filtered in fp64 so that NMS ranks them by
 objectness as detectron2 does (tests/test_detectron2_parity.py).
 """
 
