@@ -7,6 +7,7 @@ exactly when its result would: editing one run's augmentation reruns that run an
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,12 +118,39 @@ def downstream_entry(config: Mapping[str, Any], protocol: str, seen: tuple[str, 
     return deep_merge(downstream_entry(config, parent, (*seen, protocol)), entry)
 
 
+EPOCH_RUN = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
+
+
+def pretrain_method(config: Mapping[str, Any], run: str, where: str) -> str:
+    """The method of the pretraining run behind a downstream ``run`` (``run@epN``: that run's); an imported
+    run's is its recipe's (supervised-coco: supervised). ``where`` names the key that asks, in errors."""
+    match = EPOCH_RUN.fullmatch(run)
+    base = run if match is None else match["run"]
+    if base not in config["pretrain"]["runs"]:
+        raise InputError(
+            f"config: {where}: {run!r} is not a pretraining run of pretrain.runs; the setting depends on "
+            "the run's pretraining method"
+        )
+    return pretrain_spec(config, base)["method"]
+
+
+def downstream_run_entry(config: Mapping[str, Any], protocol: str, run: str) -> dict[str, Any]:
+    """A protocol's settings for one run: ``lr_by_method`` gives way to the lr of the run's pretraining
+    method (the linear readout's lr per family), so a job's spec holds the one lr it trains with."""
+    entry = downstream_entry(config, protocol)
+    by_method = entry.pop("lr_by_method", None)
+    if by_method:
+        method = pretrain_method(config, run, f"downstream.{protocol}.lr_by_method")
+        entry["lr"] = by_method.get(method, entry["lr"])
+    return entry
+
+
 def downstream_spec(
     config: Mapping[str, Any], protocol: str, run: str, seed: int | None = None
 ) -> dict[str, Any]:
-    """One run of a downstream protocol: its resolved entry, the compute settings, what the data is (the
-    dataset's kind; a VOC dataset's class names, in label order) and which run and seed."""
-    entry = downstream_entry(config, protocol)
+    """One run of a downstream protocol: its entry resolved for the run, the compute settings, what the
+    data is (the dataset's kind; a VOC dataset's class names, in label order) and which run and seed."""
+    entry = downstream_run_entry(config, protocol, run)
     dataset = dataset_of(config, entry["dataset"])
     spec = {**entry, **config["compute"], "data_kind": dataset["kind"], "protocol": protocol, "run": run}
     if dataset["kind"] == "voc":

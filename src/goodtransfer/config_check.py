@@ -21,7 +21,7 @@ from goodtransfer.transfer.tasks import TASKS
 # A name becomes one path component (results/<protocol>/<run>/...) and one shell word.
 NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 NAME_RULE = "letters, digits and . _ + - only, not starting with '.'"
-EPOCH_REF = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
+EPOCH_REF = gtc.EPOCH_RUN
 # results/<name>/ folders the workflow itself writes: a protocol of that name would share them.
 RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report")
 NAMED_SECTIONS = ("datasets", "pretrain.recipes", "pretrain.runs", "downstream", "tables", "figures")
