@@ -51,7 +51,10 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     if spec.get("task_protocol"):
         spec["task_settings"] = _task_settings(config, spec, run)
     if not spec.get("import_from"):
-        spec["data_kind"] = dataset_of(config, spec["dataset"])["kind"]
+        dataset = dataset_of(config, spec["dataset"])
+        spec["data_kind"] = dataset["kind"]
+        if "pretrain_partitions" in dataset:  # CelebA: which of list_eval_partition.txt's partitions
+            spec["partitions"] = dataset["pretrain_partitions"]
     return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
 
 

@@ -89,6 +89,11 @@ def check_datasets(config: Mapping[str, Any]) -> None:
         key = f"datasets.{name}"
         if entry["kind"] == "voc":
             check_class_names(f"{key}.classes", entry.get("classes"))
+        if "pretrain_partitions" in entry and entry["kind"] != "celeba":
+            fail(
+                f"{key}.pretrain_partitions",
+                f"a {entry['kind']!r} dataset has no partitions; expected kind celeba",
+            )
         if entry.get("derive"):
             if entry.get("generate"):
                 fail(key, "has both generate and derive; expected one way of making it")

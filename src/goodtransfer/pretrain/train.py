@@ -46,9 +46,7 @@ def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) 
     """This rank's batches of one epoch; the order depends only on (seed, epoch), so restarts agree."""
     order = spec.get("augment_order", MOCO_V2_ORDER)
     transform = pretrain_transform(spec["augment"], spec["augmentations"], spec["input_size"], order)
-    dataset = pretraining_images(
-        spec.get("data_kind", "imagefolder"), data_root, TwoViews(transform) if two_views else transform
-    )
+    dataset = _images(spec, data_root, TwoViews(transform) if two_views else transform)
     per_rank = spec["batch_size"] // ddp.world_size()
     options: dict[str, Any] = {"batch_size": per_rank, "drop_last": True, "num_workers": spec["workers"]}
     if ddp.is_distributed():
@@ -57,6 +55,13 @@ def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) 
         return DataLoader(dataset, sampler=sampler, **options)
     generator = torch.Generator().manual_seed(spec["seed"] * 100003 + epoch)
     return DataLoader(dataset, shuffle=True, generator=generator, **options)
+
+
+def _images(spec: dict[str, Any], data_root: Path, transform: Callable | None) -> Any:
+    """The run's training images (for CelebA, those of the spec's ``partitions``)."""
+    return pretraining_images(
+        spec.get("data_kind", "imagefolder"), data_root, transform, spec.get("partitions")
+    )
 
 
 def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
@@ -103,7 +108,7 @@ def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoc
 def _build(spec: dict[str, Any], data_root: Path, compute: Compute) -> nn.Module:
     if spec["batch_size"] % ddp.world_size():
         raise InputError(f"batch_size {spec['batch_size']} is not divisible by {ddp.world_size()} processes")
-    num_classes = len(pretraining_images(spec.get("data_kind", "imagefolder"), data_root, None).classes)
+    num_classes = len(_images(spec, data_root, None).classes)
     model = build_method(spec, num_classes)
     if ddp.is_distributed() and spec.get("sync_bn", False):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
