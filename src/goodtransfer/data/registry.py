@@ -127,3 +127,25 @@ def pretraining_images(
     from goodtransfer.data.labelled import LabelledImages
 
     return LabelledImages(paths, labels, transform)
+
+
+def pretraining_val_images(kind: str, root: Path, transform: Callable | None) -> Dataset | None:
+    """Held-out images of the classes a supervised run is trained on, labelled as its training images:
+    ImageNet-style ``val/`` (its class folders must be train/'s) or Mini-ImageNet's base-class held-out part.
+    None where there are none: CelebA's partitions share no identities, COCO and Cityscapes images have
+    no image-level class."""
+    if kind == "imagefolder":
+        from goodtransfer.data.imagefolder import image_folder
+
+        val, train = image_folder(root, "val", transform), image_folder(root, "train", None)
+        if val.classes != train.classes:
+            raise InputError(
+                f"{Path(root) / 'val'}: class folders {val.classes[:5]}... differ from train/'s "
+                f"{train.classes[:5]}...; expected the same classes in both splits"
+            )
+        return val
+    if kind == "miniimagenet":
+        from goodtransfer.data.labelled import LabelledImages
+
+        return LabelledImages(*_module(kind).labelled_images(root, "base_val"), transform)
+    return None

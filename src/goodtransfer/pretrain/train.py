@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
-from goodtransfer.data.registry import pretraining_images
+from goodtransfer.data.registry import pretraining_images, pretraining_val_images
+from goodtransfer.data.transforms import eval_transform
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import (
@@ -35,6 +36,7 @@ from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain import build_method
 from goodtransfer.pretrain import distributed as ddp
 from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_transform
+from goodtransfer.pretrain.supervised import classifier_top1
 from goodtransfer.pretrain.task_supervised import train_task_backbone
 from goodtransfer.progress import Progress
 from goodtransfer.publish import verify_recorded_checksum
@@ -186,6 +188,7 @@ def pretrain(
     method = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(model, spec)
     resume = ResumeState(state_dir, job_key(spec, data=dataset_digest(data_root, data_checks)))
+    held_out = _held_out(spec, data_root)  # built now: a bad val/ fails before training, not after
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if (state := resume.load()) is not None:
@@ -216,9 +219,39 @@ def pretrain(
         ],
     ).train(start_epoch=start_epoch, start_iter=progress.done)  # fmt: skip
     if ddp.rank() == 0:
-        save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))
-        write_json(log_json, {**_record(spec, digest), "history": history})
+        classifier, evaluation = _classifier(spec, method, held_out, compute)
+        meta = _meta(spec, digest, spec["epochs"])
+        save_backbone(out, backbone_state_dict(method.backbone), meta, classifier=classifier)
+        write_json(log_json, {**_record(spec, digest), **evaluation, "history": history})
         resume.clear()
+
+
+def _held_out(spec: dict[str, Any], data_root: Path) -> DataLoader | None:
+    """A supervised run's held-out images of its classes (None: another method, or no such split)."""
+    if spec["method"] != "supervised":
+        return None
+    kind, transform = spec.get("data_kind", "imagefolder"), eval_transform(spec["input_size"])
+    dataset = pretraining_val_images(kind, data_root, transform)
+    if dataset is None:
+        return None
+    return DataLoader(dataset, batch_size=spec["batch_size"] // ddp.world_size(), num_workers=spec["workers"])
+
+
+def _classifier(
+    spec: dict[str, Any], method: nn.Module, held_out: DataLoader | None, compute: Compute
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """A supervised run's trained classifier (``fc.*``, kept in the checkpoint) and its own top-1 on the
+    held-out images; the top-1 is None where the dataset has none (CelebA's identities)."""
+    if spec["method"] != "supervised":
+        return None, {}
+    fc = {f"fc.{key}": value.detach().cpu().clone() for key, value in method.backbone.fc.state_dict().items()}
+    if held_out is None:
+        return fc, {"classifier_top1": None, "classifier_val_images": 0}
+    top1, images = classifier_top1(method.backbone, held_out, compute)
+    print(
+        f"[pretrain] {spec['run']} classifier top-1 {top1:.2f} on {images} held-out images", file=sys.stderr
+    )
+    return fc, {"classifier_top1": top1, "classifier_val_images": images}
 
 
 def _keep_backbone(spec: dict[str, Any], digest: str, done: int, method: nn.Module, out: Path) -> None:
