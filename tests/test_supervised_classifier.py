@@ -94,6 +94,7 @@ def test_celeba_identity_run_reads_its_partitions_and_has_no_held_out_identities
     train = [name for name, code in partition.items() if code == 0 and name not in test]
     spec = dict(SUPERVISED, dataset="celeba", data_kind="celeba", partitions=["train"], epochs=1)
     log = _pretrain(spec, root, tmp_path / "run")
+    assert log["images"] == len(train) < len(partition) - len(test)
     # one class per identity of the train partition (CelebA's partitions share no identities), so no
     # held-out faces of the trained identities and no top-1
     identities = {celeba.identities(root)[name] for name in train}

@@ -39,12 +39,15 @@ def pretrain_runs(config: Mapping[str, Any]) -> list[str]:
 
 
 def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """defaults <- recipe <- run; augmentation parameters kept only for the transforms the run uses."""
+    """defaults <- recipe <- run; augmentation parameters kept only for the transforms the run uses. The
+    run's length is ``epochs`` or ``train_samples``, whichever the most specific of the three states."""
     section = config["pretrain"]
     run_cfg = dict(_lookup(config, "pretrain", "runs", run))
     recipe_name = run_cfg.pop("recipe")
     recipe = _lookup(config, "pretrain", "recipes", recipe_name)
     spec = deep_merge(deep_merge(section["defaults"], recipe), run_cfg)
+    levels = {"pretrain.defaults": section["defaults"], f"pretrain.recipes.{recipe_name}": recipe}
+    spec.pop(_other_length(levels | {f"pretrain.runs.{run}": run_cfg}), None)
     augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
     spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
     _check_contrastive(spec, run)
@@ -56,6 +59,25 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
         if "pretrain_partitions" in dataset:  # CelebA: which of list_eval_partition.txt's partitions
             spec["partitions"] = dataset["pretrain_partitions"]
     return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
+
+
+LENGTH_KEYS = ("epochs", "train_samples")
+
+
+def _other_length(levels: Mapping[str, Mapping[str, Any]]) -> str:
+    """Of ``epochs`` and ``train_samples``, the one the run does not go by: the most specific level (key ->
+    its settings, general first) that states one decides; one level stating both is refused, since a
+    preset's ``epochs`` over a run's ``train_samples`` would otherwise be silently ignored."""
+    for where, settings in reversed(list(levels.items())):
+        stated = [key for key in LENGTH_KEYS if key in settings]
+        if len(stated) == 2:
+            raise InputError(
+                f"config: {where}: states both epochs and train_samples (after merging the config files); "
+                "expected one: train_samples decides the epochs from the images the run reads"
+            )
+        if stated:
+            return LENGTH_KEYS[1 - LENGTH_KEYS.index(stated[0])]
+    return "train_samples"
 
 
 def _task_settings(config: Mapping[str, Any], spec: dict[str, Any], run: str) -> dict[str, Any]:

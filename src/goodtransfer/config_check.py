@@ -218,7 +218,10 @@ def check_run_task(config: Mapping[str, Any], key: str, merged: Mapping[str, Any
 
 
 def check_run_numbers(key: str, spec: Mapping[str, Any]) -> None:
-    check_schedule(key, spec, "epochs", "milestones")
+    if "train_samples" in spec:
+        check_sample_run(key, spec)
+    else:
+        check_schedule(key, spec, "epochs", "milestones")
     if spec.get("method") in CONTRASTIVE:
         moco, batch = spec["moco"], spec["batch_size"]
         if moco["K"] % batch:
@@ -238,6 +241,17 @@ def check_run_numbers(key: str, spec: Mapping[str, Any]) -> None:
         check_schedule(f"{key}.task_settings", settings, "max_iter", "steps")
 
 
+def check_sample_run(key: str, spec: Mapping[str, Any]) -> None:
+    """A run of ``train_samples`` learns its epochs only when it has read its images: nothing may name one."""
+    if spec.get("method") in ("task", "scratch"):
+        fail(f"{key}.train_samples", f"method {spec['method']!r} trains no epochs; expected no train_samples")
+    if spec.get("keep_every"):
+        fail(f"{key}.keep_every", "the epochs of a train_samples run are computed when it runs; expected 0")
+    if spec.get("schedule") == "step" and spec.get("milestones"):
+        fail(f"{key}.milestones", "epoch milestones of a train_samples run (its epochs are computed when it "
+             "runs); expected schedule cosine, or epochs instead of train_samples")  # fmt: skip
+
+
 def check_run_ref(config: Mapping[str, Any], key: str, ref: Any, epochs_allowed: bool) -> None:
     """A downstream reference: a pretraining run, or ``run@epN`` (its backbone kept at epoch N)."""
     runs = config["pretrain"]["runs"]
@@ -253,6 +267,8 @@ def check_run_ref(config: Mapping[str, Any], key: str, ref: Any, epochs_allowed:
 
 def check_kept_epoch(config: Mapping[str, Any], key: str, run: str, epoch: int) -> None:
     merged = merged_run(config, run)
+    if "train_samples" in merged:
+        fail(key, f"run {run!r} computes its epochs from train_samples when it runs; expected the run itself")
     final, keep = merged["epochs"], merged.get("keep_every", 0)
     if epoch == final or (keep and epoch % keep == 0 and 0 < epoch < final):
         return

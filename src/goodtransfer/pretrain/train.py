@@ -3,6 +3,7 @@ epoch boundaries, outputs written atomically by rank 0 only."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -84,8 +85,10 @@ def _loss(compute: Compute) -> Callable[[nn.Module, Any], dict[str, torch.Tensor
     return loss
 
 
-def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoch: int) -> Progress:
-    """Steps of the whole run (every epoch has the same number); rank 0 reports."""
+def _plan(spec: dict[str, Any], data_root: Path, two_views: bool) -> dict[str, int]:
+    """The run's length on the images actually built: ``epochs``, or with ``train_samples`` (Table 2: as many
+    samples as 200 ImageNet epochs) ceil(train_samples / samples an epoch sees); an epoch sees its whole
+    batches (the last partial one is dropped)."""
     loader = _loader(spec, data_root, two_views, 0)
     steps = len(loader)
     require_steps(
@@ -96,6 +99,14 @@ def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoc
         drop_last=True,
         fix=f"lower pretrain.runs.{spec['run']}.batch_size or add images",
     )
+    per_epoch = steps * spec["batch_size"]  # every rank's batches together
+    epochs = math.ceil(spec["train_samples"] / per_epoch) if "train_samples" in spec else spec["epochs"]
+    return {"images": len(loader.dataset), "steps_per_epoch": steps, "samples_per_epoch": per_epoch,
+            "epochs": epochs}  # fmt: skip
+
+
+def _progress(spec: dict[str, Any], steps: int, start_epoch: int) -> Progress:
+    """Steps of the whole run (every epoch has the same number); rank 0 reports."""
     return Progress(
         f"pretrain {spec['run']}",
         spec["epochs"] * steps,
@@ -181,6 +192,7 @@ def pretrain(
     if spec.get("method") == "task":  # a detection/segmentation network's backbone (Table 2)
         return train_task_backbone(spec, data_root, out, state_dir, log_json, data_checks)
     digest = spec_hash(spec)
+    record = _record(spec, digest)  # the spec as the config resolves it (published runs are compared to it)
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)
     seed_everything(spec["seed"])  # the same initial weights on every rank
@@ -188,6 +200,8 @@ def pretrain(
     method = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(model, spec)
     resume = ResumeState(state_dir, job_key(spec, data=dataset_digest(data_root, data_checks)))
+    plan = _plan(spec, data_root, method.two_views)
+    spec = {**spec, "epochs": plan["epochs"]}  # the loop's length, from train_samples where it is set
     held_out = _held_out(spec, data_root)  # built now: a bad val/ fails before training, not after
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -198,7 +212,7 @@ def pretrain(
         print(f"[pretrain] resuming {spec['run']} from epoch {start_epoch}", file=sys.stderr)
     elif ddp.rank() == 0:  # a fresh start: backbones kept by an earlier run are not this run's
         shutil.rmtree(Path(out).parent / "epochs", ignore_errors=True)
-    progress = _progress(spec, data_root, method.two_views, start_epoch)
+    progress = _progress(spec, plan["steps_per_epoch"], start_epoch)
     rank0 = ddp.rank() == 0
     Trainer(
         model, optimizer, compute, loss=_loss(compute), epochs=spec["epochs"],
@@ -222,7 +236,7 @@ def pretrain(
         classifier, evaluation = _classifier(spec, method, held_out, compute)
         meta = _meta(spec, digest, spec["epochs"])
         save_backbone(out, backbone_state_dict(method.backbone), meta, classifier=classifier)
-        write_json(log_json, {**_record(spec, digest), **evaluation, "history": history})
+        write_json(log_json, {**record, **plan, **evaluation, "history": history})
         resume.clear()
 
 
