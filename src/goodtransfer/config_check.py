@@ -266,10 +266,10 @@ def check_run_ref(config: Mapping[str, Any], key: str, ref: Any, epochs_allowed:
 
 
 def check_kept_epoch(config: Mapping[str, Any], key: str, run: str, epoch: int) -> None:
-    merged = merged_run(config, run)
-    if "train_samples" in merged:
+    spec = gtc.pretrain_spec(config, run)
+    if "train_samples" in spec:
         fail(key, f"run {run!r} computes its epochs from train_samples when it runs; expected the run itself")
-    final, keep = merged["epochs"], merged.get("keep_every", 0)
+    final, keep = spec["epochs"], spec.get("keep_every", 0)
     if epoch == final or (keep and epoch % keep == 0 and 0 < epoch < final):
         return
     fail(
