@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
+
 from goodtransfer import config as gtc
-from goodtransfer.io import read_yaml, spec_hash
+from goodtransfer.io import InputError, read_yaml, spec_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = read_yaml(ROOT / "config.yaml")
@@ -61,3 +63,33 @@ def test_spec_command_prints_what_the_workflow_passes(tmp_path, monkeypatch, cap
     paper = gtc.deep_merge(CONFIG, read_yaml(ROOT / "presets/paper.yaml"))
     assert printed == gtc.pretrain_spec(paper, "mocov2-frcgb")
     assert printed["moco"]["K"] == 65536 and printed["arch"] == "resnet50"
+
+
+PAPER = gtc.deep_merge(CONFIG, read_yaml(ROOT / "presets/paper.yaml"))
+
+
+def test_paper_readout_lr_follows_the_pretraining_method_of_each_run():
+    lr = {run: gtc.downstream_spec(PAPER, "linear", run)["lr"] for run in gtc.pretrain_runs(PAPER)}
+    # lincls's 30 for contrastive features; supervised backbones (also imported ones and @epN) read at 0.1
+    assert lr["mocov2-frcgb"] == lr["exemplarv2"] == lr["supcon"] == lr["mocov1"] == 30.0
+    assert lr["supervised-frcgb"] == lr["supervised-coco"] == lr["mafl-scratch"] == 0.1
+    assert gtc.downstream_spec(PAPER, "linear", "supervised-frcgb@ep10")["lr"] == 0.1
+    assert "lr_by_method" not in gtc.downstream_spec(PAPER, "linear", "supervised-frcgb")
+
+
+def test_editing_a_family_readout_lr_reruns_only_that_family():
+    edited = copy.deepcopy(CONFIG)
+    edited["downstream"]["linear"]["lr_by_method"] = {"supervised": 0.5}
+    runs = gtc.pretrain_runs(CONFIG)
+    before = {run: spec_hash(gtc.downstream_spec(CONFIG, "linear", run)) for run in runs}
+    after = {run: spec_hash(gtc.downstream_spec(edited, "linear", run)) for run in runs}
+    changed = {run for run in runs if before[run] != after[run]}
+    assert changed == {run for run in runs if gtc.pretrain_spec(CONFIG, run)["method"] == "supervised"}
+    assert "supervised-frcgb" in changed and "mocov2-frcgb" not in changed
+
+
+def test_readout_lr_by_method_needs_a_pretraining_run():
+    with pytest.raises(
+        InputError, match=r"downstream\.linear\.lr_by_method: 'nope' is not a pretraining run"
+    ):
+        gtc.downstream_spec(PAPER, "linear", "nope")

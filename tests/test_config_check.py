@@ -61,6 +61,13 @@ def test_run_on_an_undefined_dataset_fails():
     )
 
 
+def test_pretrain_partitions_on_a_dataset_without_partitions_fail():
+    _fails(
+        lambda config: config["datasets"]["imagenet"].update(pretrain_partitions=["train"]),
+        "datasets.imagenet.pretrain_partitions: a 'imagefolder' dataset has no partitions",
+    )
+
+
 def test_queue_not_a_multiple_of_the_batch_fails():
     _fails(
         lambda config: config["pretrain"]["runs"]["mocov2-f"].update(moco={"K": 100}),

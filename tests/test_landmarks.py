@@ -13,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from goodtransfer import config as gtc
 from goodtransfer.checkpoint import load_torch, save_backbone
 from goodtransfer.data import celeba
+from goodtransfer.data.registry import pretraining_images
 from goodtransfer.data.synthetic import celeba as synthetic_celeba
 from goodtransfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from goodtransfer.io import InputError
+from goodtransfer.io import InputError, read_yaml
 from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.transfer import landmarks as protocol
 from tests.workflow import run_protocol
@@ -172,6 +174,27 @@ def test_check_counts_generated_stand_in_with_disjoint_mafl_splits(tiny_root: Pa
     assert not set(train) & set(test) and set(train) | set(test) <= set(celeba.landmarks(tiny_root))
     with Image.open(tiny_root / celeba.IMAGE_DIR / train[0]) as image:
         assert image.size == (64, 64) and image.format == "JPEG"
+
+
+def test_pretraining_reads_the_configured_celeba_partitions_without_mafl_test(tiny_root: Path) -> None:
+    partition, test = celeba.eval_partition(tiny_root), set(celeba.mafl_split(tiny_root, "test"))
+    for chosen in (["train"], ["val", "test"], ["train", "val", "test"]):
+        codes = {celeba.PARTITIONS[name] for name in chosen}
+        expected = sorted(n for n, code in partition.items() if code in codes and n not in test)
+        images = pretraining_images("celeba", tiny_root, None, chosen)
+        assert [path.name for path in images.paths] == expected, chosen
+    assert len(pretraining_images("celeba", tiny_root, None)) == len(partition) - len(test)  # unset: all
+    assert 0 < len(pretraining_images("celeba", tiny_root, None, ["train"])) < len(partition) - len(test)
+
+
+def test_paper_preset_pretrains_on_celeba_train_partition_only() -> None:
+    root = Path(__file__).resolve().parents[1]
+    config = read_yaml(root / "config.yaml")
+    paper = gtc.deep_merge(config, read_yaml(root / "presets/paper.yaml"))
+    for run in ("mafl-supervised", "mafl-mocov2", "mafl-exemplarv2", "supervised-celeba", "mocov2-celeba"):
+        assert gtc.pretrain_spec(paper, run)["partitions"] == ["train"], run
+    assert gtc.pretrain_spec(config, "mafl-supervised")["partitions"] == ["train", "val", "test"]
+    assert "partitions" not in gtc.pretrain_spec(paper, "mocov2-frcgb")  # ImageNet has none
 
 
 def test_check_names_a_missing_landmarks_file(tiny_root: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -85,3 +86,39 @@ def test_shuffled_key_forward_returns_keys_in_input_order():
         plain = F.normalize(moco.encoder_k(images), dim=1)
         shuffled = moco.encode_keys(images)
     torch.testing.assert_close(shuffled, plain, rtol=1e-4, atol=1e-5)
+
+
+def _bn_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    return {key: value for key, value in module.state_dict().items() if key.rsplit(".", 1)[-1] in names}
+
+
+def test_shuffle_bn_updates_running_statistics_once_per_step_from_the_first_chunk():
+    # MoCo on 2 GPUs: each GPU's BN updates its running stats once per step from its own chunk; the
+    # checkpoint keeps GPU 0's, i.e. one update from the first chunk (of the shuffled batch for keys).
+    moco = small_moco(K=8, splits=2)
+    reference = copy.deepcopy(moco)
+    queries, keys = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)
+    moco([queries, keys], torch.tensor([0, 1, 2, 3]))
+    torch.manual_seed(1)  # the same key shuffle
+    with torch.no_grad():
+        reference.momentum_update_key_encoder()
+        order = torch.randperm(4)
+        reference.encoder_k(keys[order][:2])
+        reference.encoder_q(queries[:2])
+    for encoder in ("encoder_k", "encoder_q"):
+        got, expected = _bn_buffers(getattr(moco, encoder)), _bn_buffers(getattr(reference, encoder))
+        assert got.keys() == expected.keys() and len(got) > 0
+        for name in got:
+            assert torch.equal(got[name], expected[name]), f"{encoder}.{name}"
+        assert all(int(v) == 1 for k, v in got.items() if k.endswith("num_batches_tracked"))
+
+
+def test_shuffle_bn_normalises_each_chunk_with_its_own_batch_statistics():
+    moco = small_moco(K=8, splits=2)
+    images = torch.randn(4, 3, 32, 32)
+    tracking = copy.deepcopy(moco.encoder_q)  # every chunk updates its running stats: outputs unchanged
+    expected = torch.cat([tracking(chunk) for chunk in images.chunk(2)])
+    assert torch.equal(moco._forward_chunks(moco.encoder_q, images), expected)
+    assert not torch.allclose(expected, tracking(images), atol=1e-3)  # one BN batch would differ

@@ -75,7 +75,11 @@ def resolved_specs(config: Mapping[str, Any]) -> dict[str, Any]:
         f"pretrain/{run}": gtc.pretrain_spec(config, run) for run in gtc.pretrain_runs(config)
     }
     for protocol in gtc.downstream_protocols(config):
-        specs[f"downstream/{protocol}"] = gtc.downstream_spec(config, protocol, "RUN")
+        if "lr_by_method" in gtc.downstream_entry(config, protocol):  # the spec depends on the run
+            for run in gtc.pretrain_runs(config):
+                specs[f"downstream/{protocol}/{run}"] = gtc.downstream_spec(config, protocol, run)
+        else:
+            specs[f"downstream/{protocol}"] = gtc.downstream_spec(config, protocol, "RUN")
         specs[f"downstream/{protocol}/extra_train"] = gtc.extra_train_sets(config, protocol)
     protocols = [*gtc.downstream_protocols(config), "default"]
     specs["seeds"] = {protocol: gtc.downstream_seeds(config, protocol) for protocol in protocols}

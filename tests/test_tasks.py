@@ -27,10 +27,10 @@ def test_every_task_has_one_definition_and_every_protocol_resolves_to_it():
     paper = gtc.deep_merge(config, yaml.safe_load((ROOT / "presets/paper.yaml").read_text()))
     for layer in (config, paper):
         for protocol in gtc.downstream_protocols(layer):
-            spec = gtc.downstream_spec(layer, protocol, "r")
+            spec = gtc.downstream_spec(layer, protocol, "supervised-f")
             assert spec["data_kind"] == TASKS[spec["task"]].data_kind, protocol
-            # what the job gets back to its entry is exactly the resolved entry
-            assert task_entry(spec) == gtc.downstream_entry(layer, protocol), protocol
+            # what the job gets back to its entry is exactly the entry resolved for its run
+            assert task_entry(spec) == gtc.downstream_run_entry(layer, protocol, "supervised-f"), protocol
 
 
 def test_a_spec_with_a_misspelled_key_fails_at_job_start_naming_protocol_and_key(tmp_path):

@@ -9,6 +9,11 @@ Format (``format: goodtransfer-backbone/1``)::
 ``weights_sha256`` digests every tensor (name, dtype, shape, bytes); loading recomputes it, so a file
 altered after it was written (a bad copy, a partial download, a corrupted DVC pull) fails naming
 itself instead of being trained on.
+
+A supervised run also keeps its trained classifier beside the backbone, under ``"classifier"``
+(``{"fc.weight", "fc.bias"}``, digested as ``meta.classifier_sha256``): ``state_dict`` stays a backbone
+without ``fc.*`` for every loader, and ``{**state_dict, **classifier}`` loads into the whole torchvision
+ResNet that was trained.
 """
 
 from __future__ import annotations
@@ -54,9 +59,39 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_backbone(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], meta: dict) -> None:
+def save_backbone(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    meta: dict,
+    classifier: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """The backbone (no ``fc.*``) and its meta; ``classifier``: the trained ``fc.*`` kept beside it."""
     meta = {"format": FORMAT, **meta, "weights_sha256": weights_digest(state_dict)}
-    save_torch(path, {"state_dict": dict(state_dict), "meta": meta})
+    obj: dict[str, Any] = {"state_dict": dict(state_dict), "meta": meta}
+    if classifier is not None:
+        if not classifier or any(not key.startswith("fc.") for key in classifier):
+            raise ValueError(
+                f"classifier keys {sorted(classifier)}; expected torchvision's fc.weight, fc.bias"
+            )
+        obj["classifier"] = dict(classifier)
+        meta["classifier_sha256"] = weights_digest(classifier)
+    save_torch(path, obj)
+
+
+def load_classifier(path: str | os.PathLike[str]) -> dict[str, torch.Tensor] | None:
+    """The classifier (``fc.*``) a supervised run kept beside its backbone, checked against its digest;
+    None for a checkpoint without one (contrastive runs, imported files)."""
+    obj = load_torch(path)
+    backbone_from(obj, path)
+    classifier = obj.get("classifier")
+    if classifier is None:
+        return None
+    if weights_digest(classifier) != obj["meta"].get("classifier_sha256"):
+        raise InputError(
+            f"{path}: the classifier does not match meta.classifier_sha256 recorded when the file was "
+            "written (corrupted or modified since); fetch it again (e.g. `dvc pull`) or retrain it"
+        )
+    return dict(classifier)
 
 
 def load_backbone(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -7,6 +7,7 @@ exactly when its result would: editing one run's augmentation reruns that run an
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,20 +39,45 @@ def pretrain_runs(config: Mapping[str, Any]) -> list[str]:
 
 
 def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """defaults <- recipe <- run; augmentation parameters kept only for the transforms the run uses."""
+    """defaults <- recipe <- run; augmentation parameters kept only for the transforms the run uses. The
+    run's length is ``epochs`` or ``train_samples``, whichever the most specific of the three states."""
     section = config["pretrain"]
     run_cfg = dict(_lookup(config, "pretrain", "runs", run))
     recipe_name = run_cfg.pop("recipe")
     recipe = _lookup(config, "pretrain", "recipes", recipe_name)
     spec = deep_merge(deep_merge(section["defaults"], recipe), run_cfg)
+    levels = {"pretrain.defaults": section["defaults"], f"pretrain.recipes.{recipe_name}": recipe}
+    spec.pop(_other_length(levels | {f"pretrain.runs.{run}": run_cfg}), None)
     augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
     spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
     _check_contrastive(spec, run)
     if spec.get("task_protocol"):
         spec["task_settings"] = _task_settings(config, spec, run)
     if not spec.get("import_from"):
-        spec["data_kind"] = dataset_of(config, spec["dataset"])["kind"]
+        dataset = dataset_of(config, spec["dataset"])
+        spec["data_kind"] = dataset["kind"]
+        if "pretrain_partitions" in dataset:  # CelebA: which of list_eval_partition.txt's partitions
+            spec["partitions"] = dataset["pretrain_partitions"]
     return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
+
+
+LENGTH_KEYS = ("epochs", "train_samples")
+
+
+def _other_length(levels: Mapping[str, Mapping[str, Any]]) -> str:
+    """Of ``epochs`` and ``train_samples``, the one the run does not go by: the most specific level (key ->
+    its settings, general first) that states one decides; one level stating both is refused, since a
+    preset's ``epochs`` over a run's ``train_samples`` would otherwise be silently ignored."""
+    for where, settings in reversed(list(levels.items())):
+        stated = [key for key in LENGTH_KEYS if key in settings]
+        if len(stated) == 2:
+            raise InputError(
+                f"config: {where}: states both epochs and train_samples (after merging the config files); "
+                "expected one: train_samples decides the epochs from the images the run reads"
+            )
+        if stated:
+            return LENGTH_KEYS[1 - LENGTH_KEYS.index(stated[0])]
+    return "train_samples"
 
 
 def _task_settings(config: Mapping[str, Any], spec: dict[str, Any], run: str) -> dict[str, Any]:
@@ -117,12 +143,39 @@ def downstream_entry(config: Mapping[str, Any], protocol: str, seen: tuple[str, 
     return deep_merge(downstream_entry(config, parent, (*seen, protocol)), entry)
 
 
+EPOCH_RUN = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
+
+
+def pretrain_method(config: Mapping[str, Any], run: str, where: str) -> str:
+    """The method of the pretraining run behind a downstream ``run`` (``run@epN``: that run's); an imported
+    run's is its recipe's (supervised-coco: supervised). ``where`` names the key that asks, in errors."""
+    match = EPOCH_RUN.fullmatch(run)
+    base = run if match is None else match["run"]
+    if base not in config["pretrain"]["runs"]:
+        raise InputError(
+            f"config: {where}: {run!r} is not a pretraining run of pretrain.runs; the setting depends on "
+            "the run's pretraining method"
+        )
+    return pretrain_spec(config, base)["method"]
+
+
+def downstream_run_entry(config: Mapping[str, Any], protocol: str, run: str) -> dict[str, Any]:
+    """A protocol's settings for one run: ``lr_by_method`` gives way to the lr of the run's pretraining
+    method (the linear readout's lr per family), so a job's spec holds the one lr it trains with."""
+    entry = downstream_entry(config, protocol)
+    by_method = entry.pop("lr_by_method", None)
+    if by_method:
+        method = pretrain_method(config, run, f"downstream.{protocol}.lr_by_method")
+        entry["lr"] = by_method.get(method, entry["lr"])
+    return entry
+
+
 def downstream_spec(
     config: Mapping[str, Any], protocol: str, run: str, seed: int | None = None
 ) -> dict[str, Any]:
-    """One run of a downstream protocol: its resolved entry, the compute settings, what the data is (the
-    dataset's kind; a VOC dataset's class names, in label order) and which run and seed."""
-    entry = downstream_entry(config, protocol)
+    """One run of a downstream protocol: its entry resolved for the run, the compute settings, what the
+    data is (the dataset's kind; a VOC dataset's class names, in label order) and which run and seed."""
+    entry = downstream_run_entry(config, protocol, run)
     dataset = dataset_of(config, entry["dataset"])
     spec = {**entry, **config["compute"], "data_kind": dataset["kind"], "protocol": protocol, "run": run}
     if dataset["kind"] == "voc":

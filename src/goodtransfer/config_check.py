@@ -22,7 +22,7 @@ from goodtransfer.transfer.tasks import TASKS
 # A name becomes one path component (results/<protocol>/<run>/...) and one shell word.
 NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 NAME_RULE = "letters, digits and . _ + - only, not starting with '.'"
-EPOCH_REF = re.compile(r"(?P<run>.+)@ep(?P<epoch>[0-9]+)")
+EPOCH_REF = gtc.EPOCH_RUN
 # results/<name>/ folders the workflow itself writes: a protocol of that name would share them.
 RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report")
 NAMED_SECTIONS = ("datasets", "pretrain.recipes", "pretrain.runs", "downstream", "tables", "figures")
@@ -90,6 +90,11 @@ def check_datasets(config: Mapping[str, Any]) -> None:
         key = f"datasets.{name}"
         if entry["kind"] == "voc":
             check_class_names(f"{key}.classes", entry.get("classes"))
+        if "pretrain_partitions" in entry and entry["kind"] != "celeba":
+            fail(
+                f"{key}.pretrain_partitions",
+                f"a {entry['kind']!r} dataset has no partitions; expected kind celeba",
+            )
         if entry.get("derive"):
             if entry.get("generate"):
                 fail(key, "has both generate and derive; expected one way of making it")
@@ -214,7 +219,10 @@ def check_run_task(config: Mapping[str, Any], key: str, merged: Mapping[str, Any
 
 
 def check_run_numbers(key: str, spec: Mapping[str, Any]) -> None:
-    check_schedule(key, spec, "epochs", "milestones")
+    if "train_samples" in spec:
+        check_sample_run(key, spec)
+    else:
+        check_schedule(key, spec, "epochs", "milestones")
     if spec.get("method") in CONTRASTIVE:
         moco, batch = spec["moco"], spec["batch_size"]
         if moco["K"] % batch:
@@ -234,6 +242,17 @@ def check_run_numbers(key: str, spec: Mapping[str, Any]) -> None:
         check_schedule(f"{key}.task_settings", settings, "max_iter", "steps")
 
 
+def check_sample_run(key: str, spec: Mapping[str, Any]) -> None:
+    """A run of ``train_samples`` learns its epochs only when it has read its images: nothing may name one."""
+    if spec.get("method") in ("task", "scratch"):
+        fail(f"{key}.train_samples", f"method {spec['method']!r} trains no epochs; expected no train_samples")
+    if spec.get("keep_every"):
+        fail(f"{key}.keep_every", "the epochs of a train_samples run are computed when it runs; expected 0")
+    if spec.get("schedule") == "step" and spec.get("milestones"):
+        fail(f"{key}.milestones", "epoch milestones of a train_samples run (its epochs are computed when it "
+             "runs); expected schedule cosine, or epochs instead of train_samples")  # fmt: skip
+
+
 def check_run_ref(config: Mapping[str, Any], key: str, ref: Any, epochs_allowed: bool) -> None:
     """A downstream reference: a pretraining run, or ``run@epN`` (its backbone kept at epoch N)."""
     runs = config["pretrain"]["runs"]
@@ -248,8 +267,10 @@ def check_run_ref(config: Mapping[str, Any], key: str, ref: Any, epochs_allowed:
 
 
 def check_kept_epoch(config: Mapping[str, Any], key: str, run: str, epoch: int) -> None:
-    merged = merged_run(config, run)
-    final, keep = merged["epochs"], merged.get("keep_every", 0)
+    spec = gtc.pretrain_spec(config, run)
+    if "train_samples" in spec:
+        fail(key, f"run {run!r} computes its epochs from train_samples when it runs; expected the run itself")
+    final, keep = spec["epochs"], spec.get("keep_every", 0)
     if epoch == final or (keep and epoch % keep == 0 and 0 < epoch < final):
         return
     fail(

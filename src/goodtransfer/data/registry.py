@@ -93,15 +93,20 @@ def _size(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dataset:
+def pretraining_images(
+    kind: str, root: Path, transform: Callable | None, partitions: Sequence[str] | None = None
+) -> Dataset:
     """The labelled training images a pretraining run sees: ImageNet-style ``train/``, Mini-ImageNet's
-    base-class training part (Table 4), CelebA identities without the MAFL test faces (Table 5), or the
-    train images of a COCO (train2017) or Cityscapes-layout (Synthia stand-in) dataset (Table 2).
+    base-class training part (Table 4), CelebA identities without the MAFL test faces (Table 5; only the
+    ``partitions`` of list_eval_partition.txt if given, else all), or the train images of a COCO
+    (train2017) or Cityscapes-layout (Synthia stand-in) dataset (Table 2).
 
     COCO and Cityscapes images have no image-level class: every image gets label 0 and the dataset has
     one class, so only label-free methods (moco) learn from them; cross-entropy on one class teaches
     nothing, which is why the paper's supervised COCO/Synthia rows train a detector/segmenter instead
     (method ``task``) and label-using methods refuse a one-class dataset (``pretrain.build_method``)."""
+    if partitions is not None and kind != "celeba":
+        raise InputError(f"dataset kind {kind!r} has no partitions to choose; expected kind 'celeba'")
     if kind == "imagefolder":
         from goodtransfer.data.imagefolder import image_folder
 
@@ -109,7 +114,8 @@ def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dat
     if kind == "miniimagenet":
         paths, labels = _module(kind).labelled_images(root, "base_train")
     elif kind == "celeba":
-        paths, labels = _module(kind).labelled_images(root, exclude_mafl_test=True)
+        chosen = None if partitions is None else tuple(partitions)
+        paths, labels = _module(kind).labelled_images(root, exclude_mafl_test=True, partitions=chosen)
     elif kind in ("coco", "cityscapes"):
         paths = _module(kind).image_paths(root)  # the training split: train2017 / leftImg8bit/train
         labels = [0] * len(paths)
@@ -121,3 +127,25 @@ def pretraining_images(kind: str, root: Path, transform: Callable | None) -> Dat
     from goodtransfer.data.labelled import LabelledImages
 
     return LabelledImages(paths, labels, transform)
+
+
+def pretraining_val_images(kind: str, root: Path, transform: Callable | None) -> Dataset | None:
+    """Held-out images of the classes a supervised run is trained on, labelled as its training images:
+    ImageNet-style ``val/`` (its class folders must be train/'s) or Mini-ImageNet's base-class held-out part.
+    None where there are none: CelebA's partitions share no identities, COCO and Cityscapes images have
+    no image-level class."""
+    if kind == "imagefolder":
+        from goodtransfer.data.imagefolder import image_folder
+
+        val, train = image_folder(root, "val", transform), image_folder(root, "train", None)
+        if val.classes != train.classes:
+            raise InputError(
+                f"{Path(root) / 'val'}: class folders {val.classes[:5]}... differ from train/'s "
+                f"{train.classes[:5]}...; expected the same classes in both splits"
+            )
+        return val
+    if kind == "miniimagenet":
+        from goodtransfer.data.labelled import LabelledImages
+
+        return LabelledImages(*_module(kind).labelled_images(root, "base_val"), transform)
+    return None

@@ -7,13 +7,15 @@ queue also stores each key's label (-1 for the random initial keys); MoCo ignore
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import ResNet
 
+from goodtransfer.engine.precise_bn import BN_TYPES
 from goodtransfer.models.backbone import feature_dim
 from goodtransfer.pretrain import distributed as ddp
 
@@ -23,6 +25,20 @@ def projection_head(in_dim: int, dim: int, mlp: bool) -> nn.Module:
     if mlp:
         return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
     return nn.Linear(in_dim, dim)
+
+
+@contextmanager
+def running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running statistics
+    (and ``num_batches_tracked``) as they are; outputs and gradients are bitwise those of a tracking layer."""
+    layers = [m for m in module.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
 
 
 class MoCo(nn.Module):
@@ -77,10 +93,16 @@ class MoCo(nn.Module):
         self.queue_ptr[0] = (ptr + batch) % self.K
 
     def _forward_chunks(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """One process standing in for ``shuffle_bn_splits`` GPUs: BatchNorm sees each chunk alone."""
+        """One process standing in for ``shuffle_bn_splits`` GPUs: BatchNorm normalises each chunk with its
+        own statistics; its running statistics take one update per step, from the first chunk, as those of
+        MoCo's GPU 0 (whose buffers DDP broadcasts every step and whose checkpoint is kept)."""
         if self.shuffle_bn_splits == 1 or ddp.is_distributed():
             return encoder(images)
-        return torch.cat([encoder(chunk) for chunk in images.chunk(self.shuffle_bn_splits)])
+        first, *rest = images.chunk(self.shuffle_bn_splits)
+        outputs = [encoder(first)]
+        with running_stats_frozen(encoder):
+            outputs += [encoder(chunk) for chunk in rest]
+        return torch.cat(outputs)
 
     def encode_queries(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self._forward_chunks(self.encoder_q, images).float(), dim=1)

@@ -3,6 +3,7 @@ epoch boundaries, outputs written atomically by rank 0 only."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +17,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
-from goodtransfer.data.registry import pretraining_images
+from goodtransfer.data.registry import pretraining_images, pretraining_val_images
+from goodtransfer.data.transforms import eval_transform
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import (
@@ -35,6 +37,7 @@ from goodtransfer.models.backbone import backbone_state_dict, build_resnet
 from goodtransfer.pretrain import build_method
 from goodtransfer.pretrain import distributed as ddp
 from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_transform
+from goodtransfer.pretrain.supervised import classifier_top1
 from goodtransfer.pretrain.task_supervised import train_task_backbone
 from goodtransfer.progress import Progress
 from goodtransfer.publish import verify_recorded_checksum
@@ -46,9 +49,7 @@ def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) 
     """This rank's batches of one epoch; the order depends only on (seed, epoch), so restarts agree."""
     order = spec.get("augment_order", MOCO_V2_ORDER)
     transform = pretrain_transform(spec["augment"], spec["augmentations"], spec["input_size"], order)
-    dataset = pretraining_images(
-        spec.get("data_kind", "imagefolder"), data_root, TwoViews(transform) if two_views else transform
-    )
+    dataset = _images(spec, data_root, TwoViews(transform) if two_views else transform)
     per_rank = spec["batch_size"] // ddp.world_size()
     options: dict[str, Any] = {"batch_size": per_rank, "drop_last": True, "num_workers": spec["workers"]}
     if ddp.is_distributed():
@@ -57,6 +58,13 @@ def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) 
         return DataLoader(dataset, sampler=sampler, **options)
     generator = torch.Generator().manual_seed(spec["seed"] * 100003 + epoch)
     return DataLoader(dataset, shuffle=True, generator=generator, **options)
+
+
+def _images(spec: dict[str, Any], data_root: Path, transform: Callable | None) -> Any:
+    """The run's training images (for CelebA, those of the spec's ``partitions``)."""
+    return pretraining_images(
+        spec.get("data_kind", "imagefolder"), data_root, transform, spec.get("partitions")
+    )
 
 
 def _optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
@@ -77,8 +85,10 @@ def _loss(compute: Compute) -> Callable[[nn.Module, Any], dict[str, torch.Tensor
     return loss
 
 
-def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoch: int) -> Progress:
-    """Steps of the whole run (every epoch has the same number); rank 0 reports."""
+def _plan(spec: dict[str, Any], data_root: Path, two_views: bool) -> dict[str, int]:
+    """The run's length on the images actually built: ``epochs``, or with ``train_samples`` (Table 2: as many
+    samples as 200 ImageNet epochs) ceil(train_samples / samples an epoch sees); an epoch sees its whole
+    batches (the last partial one is dropped)."""
     loader = _loader(spec, data_root, two_views, 0)
     steps = len(loader)
     require_steps(
@@ -89,6 +99,14 @@ def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoc
         drop_last=True,
         fix=f"lower pretrain.runs.{spec['run']}.batch_size or add images",
     )
+    per_epoch = steps * spec["batch_size"]  # every rank's batches together
+    epochs = math.ceil(spec["train_samples"] / per_epoch) if "train_samples" in spec else spec["epochs"]
+    return {"images": len(loader.dataset), "steps_per_epoch": steps, "samples_per_epoch": per_epoch,
+            "epochs": epochs}  # fmt: skip
+
+
+def _progress(spec: dict[str, Any], steps: int, start_epoch: int) -> Progress:
+    """Steps of the whole run (every epoch has the same number); rank 0 reports."""
     return Progress(
         f"pretrain {spec['run']}",
         spec["epochs"] * steps,
@@ -103,7 +121,7 @@ def _progress(spec: dict[str, Any], data_root: Path, two_views: bool, start_epoc
 def _build(spec: dict[str, Any], data_root: Path, compute: Compute) -> nn.Module:
     if spec["batch_size"] % ddp.world_size():
         raise InputError(f"batch_size {spec['batch_size']} is not divisible by {ddp.world_size()} processes")
-    num_classes = len(pretraining_images(spec.get("data_kind", "imagefolder"), data_root, None).classes)
+    num_classes = len(_images(spec, data_root, None).classes)
     model = build_method(spec, num_classes)
     if ddp.is_distributed() and spec.get("sync_bn", False):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -174,6 +192,7 @@ def pretrain(
     if spec.get("method") == "task":  # a detection/segmentation network's backbone (Table 2)
         return train_task_backbone(spec, data_root, out, state_dir, log_json, data_checks)
     digest = spec_hash(spec)
+    record = _record(spec, digest)  # the spec as the config resolves it (published runs are compared to it)
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)
     seed_everything(spec["seed"])  # the same initial weights on every rank
@@ -181,6 +200,9 @@ def pretrain(
     method = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(model, spec)
     resume = ResumeState(state_dir, job_key(spec, data=dataset_digest(data_root, data_checks)))
+    plan = _plan(spec, data_root, method.two_views)
+    spec = {**spec, "epochs": plan["epochs"]}  # the loop's length, from train_samples where it is set
+    held_out = _held_out(spec, data_root)  # built now: a bad val/ fails before training, not after
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if (state := resume.load()) is not None:
@@ -190,7 +212,7 @@ def pretrain(
         print(f"[pretrain] resuming {spec['run']} from epoch {start_epoch}", file=sys.stderr)
     elif ddp.rank() == 0:  # a fresh start: backbones kept by an earlier run are not this run's
         shutil.rmtree(Path(out).parent / "epochs", ignore_errors=True)
-    progress = _progress(spec, data_root, method.two_views, start_epoch)
+    progress = _progress(spec, plan["steps_per_epoch"], start_epoch)
     rank0 = ddp.rank() == 0
     Trainer(
         model, optimizer, compute, loss=_loss(compute), epochs=spec["epochs"],
@@ -211,9 +233,39 @@ def pretrain(
         ],
     ).train(start_epoch=start_epoch, start_iter=progress.done, resumed=state)  # fmt: skip
     if ddp.rank() == 0:
-        save_backbone(out, backbone_state_dict(method.backbone), _meta(spec, digest, spec["epochs"]))
-        write_json(log_json, {**_record(spec, digest), "history": history})
+        classifier, evaluation = _classifier(spec, method, held_out, compute)
+        meta = _meta(spec, digest, spec["epochs"])
+        save_backbone(out, backbone_state_dict(method.backbone), meta, classifier=classifier)
+        write_json(log_json, {**record, **plan, **evaluation, "history": history})
         resume.clear()
+
+
+def _held_out(spec: dict[str, Any], data_root: Path) -> DataLoader | None:
+    """A supervised run's held-out images of its classes (None: another method, or no such split)."""
+    if spec["method"] != "supervised":
+        return None
+    kind, transform = spec.get("data_kind", "imagefolder"), eval_transform(spec["input_size"])
+    dataset = pretraining_val_images(kind, data_root, transform)
+    if dataset is None:
+        return None
+    return DataLoader(dataset, batch_size=spec["batch_size"] // ddp.world_size(), num_workers=spec["workers"])
+
+
+def _classifier(
+    spec: dict[str, Any], method: nn.Module, held_out: DataLoader | None, compute: Compute
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """A supervised run's trained classifier (``fc.*``, kept in the checkpoint) and its own top-1 on the
+    held-out images; the top-1 is None where the dataset has none (CelebA's identities)."""
+    if spec["method"] != "supervised":
+        return None, {}
+    fc = {f"fc.{key}": value.detach().cpu().clone() for key, value in method.backbone.fc.state_dict().items()}
+    if held_out is None:
+        return fc, {"classifier_top1": None, "classifier_val_images": 0}
+    top1, images = classifier_top1(method.backbone, held_out, compute)
+    print(
+        f"[pretrain] {spec['run']} classifier top-1 {top1:.2f} on {images} held-out images", file=sys.stderr
+    )
+    return fc, {"classifier_top1": top1, "classifier_val_images": images}
 
 
 def _keep_backbone(spec: dict[str, Any], digest: str, done: int, method: nn.Module, out: Path) -> None:
