@@ -97,8 +97,8 @@ def test_every_job_ran_as_a_completed_slurm_job_with_the_profile_resources(slurm
     jobs = _accounting(done.stderr)
     assert sorted(job["Comment"] for job in jobs) == [
         "rule_check_dataset_wildcards_imagenet",
-        "rule_generate_imagenet",
         "rule_downstream_wildcards_linear_supervised-f_0",
+        "rule_generate_imagenet",
         "rule_pretrain_wildcards_supervised-f",
     ]
     assert {(job["State"], job["Partition"], job["AllocCPUS"], job["ReqMem"]) for job in jobs} == {
