@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -82,3 +83,11 @@ class IterationSampler(Sampler):
         return torch.randperm(
             self.size, generator=torch.Generator().manual_seed(self.seed * 104729 + epoch)
         ).tolist()
+
+
+def detection_sampler(data: Any, spec: dict[str, Any], seed: int, start: int, stop: int) -> IterationSampler:
+    """A detection protocol's training batches for iterations start..stop (``data.records`` carry width and
+    height): each of one orientation with ``aspect_ratio_grouping``, flips drawn per iteration."""
+    sizes = [(r.width, r.height) for r in data.records]
+    groups = orientation_groups(sizes) if spec["aspect_ratio_grouping"] else None
+    return IterationSampler(len(data), spec["ims_per_batch"], seed, start, stop, True, groups)

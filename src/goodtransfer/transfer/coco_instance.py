@@ -44,7 +44,7 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
-from goodtransfer.data.samplers import IterationSampler, orientation_groups
+from goodtransfer.data.samplers import detection_sampler as _sampler
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
 from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
@@ -316,15 +316,6 @@ def _precise_bn(data: CocoInstanceData, spec: dict[str, Any]) -> DataLoader:
     Unlike training's, this loader draws its seed from the global RNG, as it always has."""
     sampler = _sampler(data, spec, spec["seed"] + 1, 0, spec["precise_bn_iters"])
     return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
-
-
-def _sampler(
-    data: CocoInstanceData, spec: dict[str, Any], seed: int, start: int, stop: int
-) -> IterationSampler:
-    """Training batches for iterations start..stop, each of one orientation with aspect_ratio_grouping."""
-    sizes = [(r.width, r.height) for r in data.records]
-    groups = orientation_groups(sizes) if spec["aspect_ratio_grouping"] else None
-    return IterationSampler(len(data), spec["ims_per_batch"], seed, start, stop, True, groups)
 
 
 def _results(image_id: int, output: dict[str, torch.Tensor], category_ids: Sequence[int]) -> list[dict]:

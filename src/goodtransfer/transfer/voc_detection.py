@@ -24,7 +24,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.images import open_rgb
-from goodtransfer.data.samplers import IterationSampler, orientation_groups
+from goodtransfer.data.samplers import detection_sampler as _sampler
 from goodtransfer.data.voc import VocRecord, load_split, to_model_box
 from goodtransfer.device import Compute
 from goodtransfer.engine import Trainer
@@ -181,15 +181,6 @@ def _bn_batches(data: VocDetectionData, spec: dict[str, Any]) -> DataLoader:
     generator = torch.Generator().manual_seed(spec["seed"] + 1)  # drawing no seed from the global RNG
     return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
                       generator=generator)  # fmt: skip
-
-
-def _sampler(
-    data: VocDetectionData, spec: dict[str, Any], seed: int, start: int, stop: int
-) -> IterationSampler:
-    """Training batches for iterations start..stop, each of one orientation with aspect_ratio_grouping."""
-    sizes = [(r.width, r.height) for r in data.records]
-    groups = orientation_groups(sizes) if spec["aspect_ratio_grouping"] else None
-    return IterationSampler(len(data), spec["ims_per_batch"], seed, start, stop, True, groups)
 
 
 def _to(target: dict[str, torch.Tensor], compute: Compute) -> dict[str, torch.Tensor]:
