@@ -13,8 +13,9 @@ APT_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra
 
 .PHONY: demo test install system-deps lint format clean
 
+# One line per finished job (done/total, elapsed, time left); Snakemake's full output: logs/snakemake-follow.log
 demo: install system-deps
-	$(BIN)/snakemake --profile profiles/local --cores $(CORES) paper/build/report.pdf
+	$(BIN)/python -m goodtransfer.follow paper/build/report.pdf --profile profiles/local --cores $(CORES)
 
 test: install system-deps
 	$(BIN)/python -m pytest
