@@ -27,8 +27,6 @@ VALUE_OPTIONS = {
     "-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
     "-f", "--find-links", "-t", "--target", "--prefix", "--root", "--src",
 }  # fmt: skip
-COMMIT = re.compile(r"\b[0-9a-f]{40}\b")
-CLONE = re.compile(r"git clone \S*github\.com/facebookresearch/detectron2(\.git)?\s")
 
 
 def normalize(name: str) -> str:
@@ -146,7 +144,7 @@ def ids(paths: list[Path]) -> list[str]:
 
 
 def test_there_are_definitions_and_envs():
-    assert {p.stem for p in DEFINITIONS} >= {"pytorch", "report", "detection"}
+    assert {p.stem for p in DEFINITIONS} >= {"pytorch", "report"}
     assert {p.stem for p in ENVS} == {p.stem for p in DEFINITIONS}
 
 
@@ -221,19 +219,6 @@ def test_pip_install_args_reads_continuations_options_and_env_prefixes():
         problems += bad
     assert pins == {"torch": "2.14.1", "pyyaml": "6.0.3", "numpy": "2.4.6"}
     assert problems == []
-
-
-def test_detection_definition_builds_detectron2_at_a_pinned_commit():
-    definition = ROOT / "containers/detection.def"
-    post = logical_lines(parse_definition(definition).install)
-    assert any(CLONE.search(line) for line in post), f"{definition}: no git clone of detectron2"
-    checkouts = [COMMIT.search(line) for line in post if re.search(r"\bgit\b.*\bcheckout\b", line)]
-    assert len(checkouts) == 1 and checkouts[0], f"{definition}: check detectron2 out at a 40-hex commit"
-    commit = checkouts[0][0]
-    labels = " ".join(parse_definition(definition).labels)
-    assert commit in labels, f"{definition}: the detectron2 label does not name commit {commit}"
-    assert commit in (ROOT / "envs/detection.yaml").read_text(), "envs/detection.yaml names another commit"
-    assert any("--no-build-isolation" in line and "/opt/detectron2" in line for line in post)
 
 
 def rule_containers() -> dict[str, set[str]]:
