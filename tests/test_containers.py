@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFINITIONS = sorted((ROOT / "containers").glob("*.def"))
 ENVS = sorted((ROOT / "envs").glob("*.yaml"))
 
+DIGEST_FROM = re.compile(
+    r"^From:\s*(?P<image>[\w./-]+)@sha256:[0-9a-f]{64}\s*$", re.MULTILINE | re.IGNORECASE
+)
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([A-Za-z0-9.+!_-]+)$")
 # pip options whose next token is a value, not a requirement.
 VALUE_OPTIONS = {
@@ -154,6 +157,18 @@ def test_definition_bootstraps_from_a_docker_image(definition: Path):
     assert re.search(r"^Bootstrap:\s*docker\s*$", header, re.MULTILINE | re.IGNORECASE), definition
     assert re.search(r"^From:\s*\S+", header, re.MULTILINE | re.IGNORECASE), definition
     assert parse_definition(definition).fromHeader, f"{definition}: spython found no From: image"
+
+
+@pytest.mark.parametrize("definition", DEFINITIONS, ids=ids(DEFINITIONS))
+def test_base_image_is_pinned_by_digest_with_its_tag_in_a_comment(definition: Path):
+    header = definition.read_text().split("\n%", 1)[0]
+    pinned = DIGEST_FROM.search(header)
+    assert pinned, (
+        f"{definition}: pin the base image as From: <image>@sha256:<digest> (a tag moves); "
+        "`docker buildx imagetools inspect <image>:<tag>` prints the digest"
+    )
+    tag = re.search(rf"^#\s*{re.escape(pinned['image'])}:[\w.-]+\b", header, re.MULTILINE)
+    assert tag, f"{definition}: name the tag the digest was taken from in a comment above From:"
 
 
 @pytest.mark.parametrize("definition", DEFINITIONS, ids=ids(DEFINITIONS))
