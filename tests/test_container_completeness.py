@@ -241,3 +241,49 @@ def test_a_relative_project_line_would_miss_the_project(tmp_path: Path):
     done = conda_pip_install(copy)
     assert done.returncode != 0
     assert f"file://{project.resolve() / '.snakemake'} " in done.stderr, done.stderr
+
+
+# ---- the report image's TeX ----------------------------------------------------------------------------
+
+LATEX_FILE = re.compile(
+    r"\\(?P<kind>documentclass|usepackage|RequirePackage)(?:\[[^\]]*\])?\{(?P<names>[^}]+)\}"
+)
+
+
+def latex_files(templates: list[Path]) -> dict[str, Path]:
+    """The .cls and .sty files the templates load -> the template that loads them."""
+    files = {}
+    for template in templates:
+        for match in LATEX_FILE.finditer(template.read_text()):
+            suffix = ".cls" if match["kind"] == "documentclass" else ".sty"
+            for name in match["names"].split(","):
+                files.setdefault(name.strip() + suffix, template)
+    return files
+
+
+def debian_package_of(tex_file: str) -> str:
+    """The Debian package that ships a TeX file here (`make system-deps` installs the report's TeX)."""
+    found = subprocess.run(["kpsewhich", tex_file], capture_output=True, text=True)
+    assert found.returncode == 0, (
+        f"kpsewhich finds no {tex_file}: run `make system-deps` (the Makefile's TeX)"
+    )
+    owner = subprocess.run(
+        ["dpkg", "-S", os.path.realpath(found.stdout.strip())], capture_output=True, text=True
+    )
+    assert owner.returncode == 0, f"dpkg knows no package of {found.stdout.strip()}: {owner.stderr}"
+    return owner.stdout.split(":", 1)[0]
+
+
+@pytest.mark.skipif(
+    shutil.which("dpkg") is None, reason="needs Debian's package database (the CI machine has it)"
+)
+def test_report_image_installs_the_debian_package_of_every_latex_file_the_report_loads():
+    templates = sorted((ROOT / "paper").rglob("*.tex.j2"))
+    files = latex_files(templates)
+    assert {"article.cls", "booktabs.sty", "lmodern.sty"} <= set(files), files
+    installed = completeness.apt_packages(ROOT / "containers" / "report.def")
+    for tex_file, template in sorted(files.items()):
+        package = debian_package_of(tex_file)
+        assert package in installed, (
+            f"{template} loads {tex_file} (Debian: {package}); containers/report.def lacks it"
+        )
