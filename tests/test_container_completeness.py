@@ -35,7 +35,6 @@ from tests.test_containers import is_local
 from tests.workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_VARIABLE = "GOODTRANSFER_ROOT"
 
 
 def uses_by_name() -> dict[str, completeness.RuleUse]:
@@ -228,7 +227,7 @@ def test_env_project_line_resolves_to_the_project_from_snakemakes_copy(tmp_path:
         assert [item["metadata"]["name"] for item in installs] == ["goodtransfer"], installs
         assert installs[0]["download_info"]["url"] == project.resolve().as_uri(), installs[0]
         assert installs[0]["download_info"]["dir_info"] == {"editable": True}
-    assert os.environ[PROJECT_VARIABLE] == str(project)
+    assert os.environ[completeness.PROJECT_VARIABLE] == str(project)  # set by the copy's Snakefile
 
 
 @pytest.mark.usefixtures("clean_project_variable")
