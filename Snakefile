@@ -1,5 +1,7 @@
 # goodtransfer: Zhao et al., "What Makes Instance Discrimination Good for Transfer Learning?" (ICLR 2021).
 # Every paper table is a target; the report paper/build/report.pdf is the root of the DAG.
+import os
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -8,6 +10,10 @@ from goodtransfer.io import InputError
 from goodtransfer.schema import schema_path
 
 min_version("9.0")
+
+# envs/*.yaml install the project from ${GOODTRANSFER_ROOT}: Snakemake creates an env from a copy of its
+# file in the conda prefix, where conda runs pip, so a relative path there would not lead here.
+os.environ.update(GOODTRANSFER_ROOT=workflow.basedir)
 
 
 configfile: "config.yaml"
