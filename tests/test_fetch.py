@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from goodtransfer.fetch import fetch, released_url
-from goodtransfer.io import InputError, read_json
+from goodtransfer.io import InputError, read_json, read_yaml
 from tests.workflow import ROOT
 
 REGISTRY = ROOT / "paper/reference/released_checkpoints.yaml"
@@ -88,3 +89,17 @@ def test_every_released_checkpoint_has_a_dvc_import_url_line():
         in lines
     )
     assert len(lines) == len(set(lines)) >= 20
+
+
+def test_every_lpips_file_of_the_paper_preset_has_an_address():
+    figures = read_yaml(ROOT / "presets/paper.yaml")["figures"]
+    named = {
+        path
+        for entry in figures.values()
+        for key in ("lpips_weights", "lpips_linear")
+        if (path := entry.get("settings", {}).get(key))
+    }
+    assert named == {"checkpoints/lpips/squeezenet1_1-b8a52dc0.pth", "checkpoints/lpips/squeeze.pth"}
+    lpips = ROOT / "paper/reference/lpips_weights.yaml"
+    for path in named:
+        assert released_url(Path(path).stem, lpips).endswith(f"/{Path(path).name}")
