@@ -27,8 +27,9 @@ def test_fetch_copies_the_file_and_records_url_and_sha256(tmp_path):
 def test_unreachable_address_fails_naming_it_and_writes_nothing(tmp_path):
     out = tmp_path / "x.pth"
     missing = (tmp_path / "absent.pth").as_uri()
-    with pytest.raises(InputError, match="absent.pth: could not fetch"):
+    with pytest.raises(InputError, match="absent.pth: could not fetch") as caught:
         fetch(missing, out)
+    assert f"copy the file to {out} by hand" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 
