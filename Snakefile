@@ -38,6 +38,7 @@ include: "rules/pretrain.smk"
 include: "rules/transfer.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
+include: "rules/claims.smk"
 include: "rules/publish.smk"
 
 

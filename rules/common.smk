@@ -203,7 +203,7 @@ def downstream_metrics(protocol, run):
     """The metrics.json of each seed of ``run`` under ``protocol``."""
     return [
         f"results/{protocol}/{run}/seed{seed}/metrics.json"
-        for seed in gtc.downstream_seeds(config, protocol)
+        for seed in gtc.downstream_seeds(config, protocol, run)
     ]
 
 

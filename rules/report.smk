@@ -82,6 +82,7 @@ rule report:
         tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
         context="results/report/context.json",
         figures=report_figures(),
+        claims=["results/claims.json"] if gtc.checked_claims(config) else [],
         templates=["paper/report.tex.j2", "paper/tables/table.tex.j2"],
     output:
         tex="paper/build/report.tex",
@@ -96,6 +97,10 @@ rule report:
         REPORT_ENV
     container:
         REPORT_CONTAINER
+    params:
+        claims=lambda w, input: (
+            f"--claims {shlex.quote(input.claims[0])}" if input.claims else ""
+        ),
     shell:
         "python -m goodtransfer.report.render report --tables {input.tables:q} --context {input.context:q}"
-        " --figures {input.figures:q} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"
+        " --figures {input.figures:q} {params.claims} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"

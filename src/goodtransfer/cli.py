@@ -56,6 +56,14 @@ def _table(args: argparse.Namespace) -> None:
     write_json(args.out, table)
 
 
+def _claims(args: argparse.Namespace) -> None:
+    from goodtransfer.report.claims import evaluate_claims
+
+    write_json(
+        args.out, evaluate_claims(json.loads(args.claims), json.loads(args.inputs), read_yaml(args.reference))
+    )
+
+
 def _report_context(args: argparse.Namespace) -> None:
     from goodtransfer.report.context import build_context
 
@@ -216,6 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--note", action="append")
     table.add_argument("--out", type=Path, required=True)
     table.set_defaults(func=_table)
+    claims = sub.add_parser("claims", help="check the paper's claims with paired statistics")
+    claims.add_argument("--claims", required=True, help="the config's claims section, JSON")
+    claims.add_argument("--inputs", required=True, help="JSON mapping each claim to its metrics files")
+    claims.add_argument("--reference", type=Path, required=True)
+    claims.add_argument("--out", type=Path, required=True)
+    claims.set_defaults(func=_claims)
     context = sub.add_parser("report-context", help="collect the report's provenance")
     context.add_argument("--tables", type=Path, nargs="+", required=True)
     context.add_argument("--config", required=True, help="the workflow config, JSON")

@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 from goodtransfer.io import InputError, read_json, sweep_leftovers, unwind_on_sigterm, write_text
+from goodtransfer.report.claims_view import claims_view
 from goodtransfer.report.latex import (
     LatexError,
     LatexSafe,
@@ -254,8 +255,9 @@ def render_report(
     context: dict[str, Any],
     template_dir: str | os.PathLike[str] = DEFAULT_TEMPLATE_DIR,
     figures: Sequence[dict[str, Any]] = (),
+    claims: dict[str, Any] | None = None,
 ) -> str:
-    """LaTeX source of the whole report: intro, every table, every figure, and a provenance appendix."""
+    """LaTeX source of the whole report: intro, the claims, every table and figure, a provenance appendix."""
     env = make_environment(template_dir)
     views = [table_view(table) for table in tables]
     names = [view["name"] for view in views]
@@ -266,7 +268,13 @@ def render_report(
         for view in views
     ]
     return _render(
-        env, REPORT_TEMPLATE, "report", tables=rendered, figures=list(figures), context=_context_view(context)
+        env,
+        REPORT_TEMPLATE,
+        "report",
+        tables=rendered,
+        figures=list(figures),
+        context=_context_view(context),
+        claims=None if claims is None else claims_view(claims),
     )
 
 
@@ -284,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out-tex", required=True, type=Path)
     report.add_argument("--out-pdf", type=Path, help="also compile with latexmk (shell escape off)")
     report.add_argument("--figures", nargs="*", type=Path, default=[], help="figure records (JSON)")
+    report.add_argument("--claims", type=Path, help="results/claims.json: adds the Claims section")
     for command in (table, report):
         command.add_argument(
             "--templates",
@@ -321,7 +330,8 @@ def _run(args: argparse.Namespace) -> None:
     if not isinstance(context, dict):
         raise InputError(f"{args.context}: expected a JSON object")
     figures = [figure_view(read_json(path), args.out_tex.parent, str(path)) for path in args.figures]
-    write_text(args.out_tex, render_report(tables, context, args.templates, figures))
+    claims = None if args.claims is None else read_json(args.claims)
+    write_text(args.out_tex, render_report(tables, context, args.templates, figures, claims))
     if args.out_pdf is not None:
         compile_pdf(args.out_tex, args.out_pdf)
 
