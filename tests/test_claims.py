@@ -120,7 +120,9 @@ def test_a_changed_seed_changes_the_interval(tmp_path: Path) -> None:
     assert after["verdict"] == INCONCLUSIVE  # [2 - 12.7 * 1, 2 + 12.7 * 1] straddles 0
 
 
-@pytest.mark.parametrize(("value", "message"), [(None, "is null"), ("40", "is '40'; expected a finite number")])
+@pytest.mark.parametrize(
+    ("value", "message"), [(None, "is null"), ("40", "is '40'; expected a finite number")]
+)
 def test_undefined_or_non_numeric_metrics_fail_naming_file_and_field(tmp_path, value, message) -> None:
     inputs = {
         "voc07/mocov2-frcgb": _metrics(tmp_path, "voc07", "mocov2-frcgb", {0: 40.0}),
@@ -135,20 +137,29 @@ def test_nan_in_a_metrics_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "results/voc07/exemplarv2/seed0/metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text('{"AP": NaN}')
-    inputs = {"voc07/mocov2-frcgb": _metrics(tmp_path, "voc07", "mocov2-frcgb", {0: 40.0}), "voc07/exemplarv2": [str(path)]}
+    inputs = {
+        "voc07/mocov2-frcgb": _metrics(tmp_path, "voc07", "mocov2-frcgb", {0: 40.0}),
+        "voc07/exemplarv2": [str(path)],
+    }
     with pytest.raises(InputError, match="exemplarv2/seed0/metrics.json"):
         evaluate_claims({"c": CLAIM}, {"c": inputs}, REFERENCE)
 
 
 def test_versus_metric_and_spread_claims(tmp_path: Path) -> None:
     gap = {**CLAIM, "versus_metric": "AP50", "a": "s", "b": "m"}
-    inputs = {"voc07/s": _metrics(tmp_path, "voc07", "s", {0: 40.0}), "voc07/m": _metrics(tmp_path, "voc07", "m", {0: 43.0})}
+    inputs = {
+        "voc07/s": _metrics(tmp_path, "voc07", "s", {0: 40.0}),
+        "voc07/m": _metrics(tmp_path, "voc07", "m", {0: 43.0}),
+    }
     # _metrics writes AP50 = AP + 30: the AP gap and the AP50 gap are equal, their difference is 0.
-    assert evaluate_claims({"g": gap}, {"g": inputs}, {**REFERENCE, "table3": REFERENCE["table3"]})["claims"][0][
-        "ours"
-    ]["mean"] == pytest.approx(0.0)
+    assert evaluate_claims({"g": gap}, {"g": inputs}, {**REFERENCE, "table3": REFERENCE["table3"]})["claims"][
+        0
+    ]["ours"]["mean"] == pytest.approx(0.0)
     spread = {**CLAIM, "kind": "spread", "a": ["s", "m"], "b": ["x", "y"], "paper": None}
-    inputs |= {"voc07/x": _metrics(tmp_path, "voc07", "x", {0: 40.0}), "voc07/y": _metrics(tmp_path, "voc07", "y", {0: 41.0})}
+    inputs |= {
+        "voc07/x": _metrics(tmp_path, "voc07", "x", {0: 40.0}),
+        "voc07/y": _metrics(tmp_path, "voc07", "y", {0: 41.0}),
+    }
     record = evaluate_claims({"s": spread}, {"s": inputs}, REFERENCE)["claims"][0]
     assert record["ours"]["mean"] == pytest.approx(3.0 - 1.0) and record["paper_effect"] is None
 
