@@ -22,12 +22,14 @@ rule table_json:
         declaration=lambda w: spec_json(config["tables"][w.table]),
         metrics=lambda w: spec_json(table_metrics(w.table)),
         note=config["report"]["scale_note"],
-        band=lambda w: (
-            [] if table_band(w.table) is None else ["--band", table_band(w.table)]
+        tolerance=lambda w: (
+            []
+            if table_tolerance(w.table) is None
+            else ["--tolerance", spec_json(table_tolerance(w.table))]
         ),
     shell:
         "python -m goodtransfer table --name {wildcards.table:q} --declaration {params.declaration:q}"
-        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.band:q}"
+        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.tolerance:q}"
         " --out {output:q} 2> {log:q}"
 
 

@@ -47,11 +47,13 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _table(args: argparse.Namespace) -> None:
     from goodtransfer.report.tables import build_table
+    from goodtransfer.report.tolerance import Tolerance
 
     declaration = json.loads(args.declaration)
     metrics = json.loads(args.metrics)
+    tolerance = None if args.tolerance is None else Tolerance.from_dict(json.loads(args.tolerance))
     table = build_table(
-        args.name, declaration, metrics, read_yaml(args.reference), args.note or [], args.band
+        args.name, declaration, metrics, read_yaml(args.reference), args.note or [], tolerance
     )
     write_json(args.out, table)
 
@@ -219,7 +221,9 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--metrics", required=True, help="JSON mapping 'protocol/run' to the metrics.json of each seed"
     )
-    table.add_argument("--band", type=float, help="mark cells further than this from the paper's number")
+    table.add_argument(
+        "--tolerance", help="JSON {level, paper_runs, paper_std}: mark cells further than the seeds explain"
+    )
     table.add_argument("--reference", type=Path, required=True)
     table.add_argument("--note", action="append")
     table.add_argument("--out", type=Path, required=True)

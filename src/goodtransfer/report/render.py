@@ -47,7 +47,7 @@ SUBCOLUMNS: tuple[dict[str, str], ...] = (
 )
 
 _SCALAR = (str, int, float)
-BAND_MARK_TEX = "$^{*}$"  # the table note (report/tables.py BAND_MARK) explains it
+DEVIATION_MARK_TEX = "$^{*}$"  # the table note (report/tolerance.py MARK) explains it
 
 
 def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -131,21 +131,21 @@ def _row_view(row: dict[str, Any], columns: list[dict[str, Any]], where: str) ->
         view = {sub["key"]: _number_or_none(cell, sub["key"], here) for sub in SUBCOLUMNS}
         view["decimals"] = column["decimals"]
         view["std"] = _number_or_none(cell, "std", here)
-        view["text"] = _cell_text(view, bool(cell.get("outside_band")))
+        view["text"] = _cell_text(view, bool(cell.get("deviates")))
         cell_views.append(view)
     run = row.get("run")
     return {"label": label, "run": run if isinstance(run, str) else "", "cells": cell_views}
 
 
-def _cell_text(cell: dict[str, Any], outside_band: bool) -> dict[str, LatexSafe]:
+def _cell_text(cell: dict[str, Any], deviates: bool) -> dict[str, LatexSafe]:
     """What each sub-column prints: the paper's number; our mean, +- the std over seeds when there are
-    several, and a mark when it is further from the paper's than the table's band."""
+    several, and a mark when it is further from the paper's than the seeds explain."""
     decimals = cell["decimals"]
     ours = format_number(cell["ours"], decimals)
     if cell["std"] is not None:
         ours = LatexSafe(f"{ours}\\,{{\\scriptsize$\\pm${format_number(cell['std'], decimals)}}}")
-    if outside_band and cell["ours"] is not None:
-        ours = LatexSafe(f"{ours}{BAND_MARK_TEX}")
+    if deviates and cell["ours"] is not None:
+        ours = LatexSafe(f"{ours}{DEVIATION_MARK_TEX}")
     return {"paper": format_number(cell["paper"], decimals), "ours": ours}
 
 
