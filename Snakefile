@@ -3,6 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from goodtransfer.config import add_pretrain_replicas
 from goodtransfer.config_check import check_config
 from goodtransfer.io import InputError
 from goodtransfer.schema import schema_path
@@ -17,6 +18,7 @@ validate(config, str(schema_path()))
 # Beyond the schema: every name and cross-reference, and the numbers a job would trip on hours later.
 # The message names the key; the checker's frames would only hide it.
 try:
+    add_pretrain_replicas(config)  # pretrain_seeds: runs pretrained again from other seeds
     check_config(config)
 except InputError as err:
     raise WorkflowError(str(err)) from None

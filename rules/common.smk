@@ -299,7 +299,11 @@ def claim_inputs(claim):
     if kind == "distance":
         return {"metrics": f"results/inversion/{claim['figure']}/metrics.json"}
     return {
-        f"{claim['protocol']}/{run}": downstream_metrics(claim["protocol"], run)
+        f"{claim['protocol']}/{run}": [
+            path
+            for replica in gtc.pretrain_replicas(config, run)
+            for path in downstream_metrics(claim["protocol"], replica)
+        ]
         for run in gtc.claim_runs(claim)
     }
 

@@ -225,3 +225,32 @@ def test_claims_section_is_rendered_with_escaped_text(tmp_path: Path) -> None:
     tex = render_report([], context, ROOT / "paper", claims=claims)
     assert r"\section{Claims}" in tex and r"AP\_75 gap \& 50\% more" in tex
     assert "+0.30" in tex and "+1.25" in tex and "[" in tex and INCONCLUSIVE in tex
+
+
+def test_pretrain_seeds_add_replicas_pretrained_from_other_seeds() -> None:
+    config = json.loads(json.dumps({**CONFIG, "pretrain_seeds": {"exemplarv2": 3}}))
+    gtc.add_pretrain_replicas(config)
+    assert gtc.pretrain_replicas(config, "exemplarv2") == ["exemplarv2", "exemplarv2+s1", "exemplarv2+s2"]
+    seeds = [gtc.pretrain_spec(config, run)["seed"] for run in gtc.pretrain_replicas(config, "exemplarv2")]
+    assert seeds == [0, 1, 2]
+    base, replica = gtc.pretrain_spec(config, "exemplarv2"), gtc.pretrain_spec(config, "exemplarv2+s1")
+    assert {k: v for k, v in base.items() if k not in ("seed", "run")} == {
+        k: v for k, v in replica.items() if k not in ("seed", "run")
+    }
+    # The replica of a claim-bearing run gets the claim's fine-tuning seeds too.
+    assert gtc.downstream_seeds(config, "voc07", "exemplarv2+s2") == [0, 1]
+    check_config(config)
+    with pytest.raises(InputError, match="pretrain_seeds: 'nope' is not a run"):
+        gtc.add_pretrain_replicas({**config, "pretrain_seeds": {"nope": 2}})
+
+
+def test_replicas_pair_with_replicas_of_the_other_run(tmp_path: Path) -> None:
+    inputs = {
+        "voc07/mocov2-frcgb": _metrics(tmp_path, "voc07", "mocov2-frcgb", {0: 40.0})
+        + _metrics(tmp_path, "voc07", "mocov2-frcgb+s1", {0: 42.0}),
+        "voc07/exemplarv2": _metrics(tmp_path, "voc07", "exemplarv2", {0: 41.0})
+        + _metrics(tmp_path, "voc07", "exemplarv2+s1", {0: 42.5}),
+    }
+    record = evaluate_claims({"c": CLAIM}, {"c": inputs}, REFERENCE)["claims"][0]
+    assert record["units"] == {"0": pytest.approx(1.0), "s1:0": pytest.approx(0.5)}
+    assert record["ours"]["n"] == 2

@@ -25,6 +25,7 @@ def check_claims(config: Mapping[str, Any]) -> None:
         expect_in("seeds.claims", protocol, protocols, "a protocol")
     for name, claim in claims.items():
         check_claim(config, f"claims.{name}", claim)
+    check_pretrain_seeds(config)
 
 
 def check_claim(config: Mapping[str, Any], key: str, claim: Mapping[str, Any]) -> None:
@@ -63,3 +64,9 @@ def check_distance(config: Mapping[str, Any], key: str, claim: Mapping[str, Any]
     labels = [item["label"] for item in figures[claim["figure"]]["runs"]]
     for side in ("a", "b"):
         expect_in(f"{key}.{side}", claim[side], labels, f"a run label of figures.{claim['figure']}")
+
+
+def check_pretrain_seeds(config: Mapping[str, Any]) -> None:
+    runs = config["pretrain"]["runs"]
+    for run in config.get("pretrain_seeds") or {}:
+        expect_in("pretrain_seeds", run, runs, "a pretraining run")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from goodtransfer.config import REPLICA
 from goodtransfer.io import InputError, read_json
 from goodtransfer.report.stats import one_sided_p, paired_interval
 from goodtransfer.report.tables import reference_value
@@ -51,16 +52,19 @@ def _number(value: Any, path: str, field: str, undefined: Mapping[str, Any] | No
 
 
 def seed_values(paths: Sequence[str], metric: str) -> Units:
-    """``metric`` of each seed's results/<protocol>/<run>/seed<N>/metrics.json, keyed by the seed."""
+    """``metric`` of each seed's results/<protocol>/<run>/seed<N>/metrics.json, keyed by the seed ('N');
+    a pretrain_seeds replica's (<run>+s<k>) by both seeds ('s<k>:N'), so replicas pair with replicas."""
     values: Units = {}
     for path in paths:
         match = SEED_FOLDER.fullmatch(Path(path).parent.name)
         if match is None:
             raise InputError(f"{path}: expected a metrics file in a seed<N> folder")
+        replica = REPLICA.fullmatch(Path(path).parent.parent.name)
+        unit = match[1] if replica is None else f"s{replica['index']}:{match[1]}"
         metrics = read_json(path)
         if metric not in metrics:
             raise InputError(f"{path}: field {metric!r} missing; a claim compares it")
-        values[match[1]] = _number(metrics[metric], path, metric, metrics.get("undefined"))
+        values[unit] = _number(metrics[metric], path, metric, metrics.get("undefined"))
     return values
 
 
@@ -79,8 +83,11 @@ def _paired(parts: Sequence[Units], combine: Callable[[list[float]], float], whe
     return {unit: combine([part[unit] for part in parts]) for unit in common}
 
 
-def _unit_order(unit: str) -> tuple[int, str]:
-    return (int(unit), "") if unit.isdigit() else (0, unit)
+def _unit_order(unit: str) -> tuple[int, int, str]:
+    """Seeds in number order, then pretraining replicas ('s1:0', ...), then names (classes, images)."""
+    if unit.isdigit():
+        return (0, int(unit), "")
+    return (1, 0, unit) if re.fullmatch(r"s[0-9]+:[0-9]+", unit) else (2, 0, unit)
 
 
 def _fp_shares(path: str, kind: str) -> Units:
