@@ -234,13 +234,14 @@ def _p_value(expect: str, margin: float, mean: float, se: float | None, df: int 
 
 
 UNITS = {"difference": "seeds", "spread": "seeds", "fp_share": "classes", "distance": "images"}
-HYPOTHESIS = {"greater": "effect > {m:g}", "less": "effect < -{m:g}", "similar": "|effect| < {m:g}"}
+HYPOTHESIS = {"greater": "effect > {m:g}", "less": "effect < {neg:g}", "similar": "|effect| < {m:g}"}
 
 
 def describe_test(claim: Mapping[str, Any]) -> str:
     kind, expect, margin = claim.get("kind", "difference"), claim["expect"], float(claim.get("margin", 0))
     test = "two one-sided paired t tests" if expect == "similar" else "one-sided paired t test"
-    return f"{test} over {UNITS[kind]}, H1: {HYPOTHESIS[expect].format(m=margin)}; {LEVEL:.0%} t interval"
+    hypothesis = HYPOTHESIS[expect].format(m=margin, neg=-margin if margin else 0.0)
+    return f"{test} over {UNITS[kind]}, H1: {hypothesis}; {LEVEL:.0%} t interval"
 
 
 def evaluate_claim(
