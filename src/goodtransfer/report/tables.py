@@ -69,7 +69,8 @@ def _cell(
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
-        return {"ours": None, "std": None, "n": 0, "paper": paper, "deviates": None, "provenance": None}
+        empty = {"ours": None, "std": None, "n": 0, "tolerance": None, "deviates": None, "provenance": None}
+        return {**empty, "paper": paper}
     runs = [read_json(path) for path in paths]
     values = [_metric(metrics, column, path) for path, metrics in zip(paths, runs, strict=True)]
     provenance = {
@@ -81,7 +82,13 @@ def _cell(
     if None in values:  # the metric is undefined for this data (null and why in the file): no number
         path, metrics = next((p, m) for p, m, v in zip(paths, runs, values, strict=True) if v is None)
         reason = (metrics.get("undefined") or {}).get(column["metric"], "no value recorded")
-        undefined = {"ours": None, "std": None, "deviates": None, "undefined": f"{reason} ({path})"}
+        undefined = {
+            "ours": None,
+            "std": None,
+            "tolerance": None,
+            "deviates": None,
+            "undefined": f"{reason} ({path})",
+        }
         return {**undefined, "n": len(values), "values": values, "paper": paper, "provenance": provenance}
     mean, std = _mean_and_std(values)
     allowed = (
