@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from goodtransfer.config import REPLICA
+from goodtransfer.config import REPLICA, claim_runs
 from goodtransfer.io import InputError, read_json
 from goodtransfer.report.stats import one_sided_p, paired_interval
 from goodtransfer.report.tables import reference_value
@@ -79,7 +79,7 @@ def _paired(parts: Sequence[Units], combine: Callable[[list[float]], float], whe
     """``combine`` of the parts' values at each unit present in every part (pairing by unit)."""
     common = sorted(set.intersection(*(set(part) for part in parts)), key=_unit_order)
     if not common:
-        raise InputError(f"{where}: the compared runs share no seed; each needs the same seeds")
+        raise InputError(f"{where}: the compared runs share no seed, class or image to pair them by")
     return {unit: combine([part[unit] for part in parts]) for unit in common}
 
 
@@ -121,15 +121,6 @@ def _distances(path: str, label: str) -> Units:
     }
 
 
-def _runs(claim: Mapping[str, Any]) -> list[str]:
-    baseline = claim.get("baseline") or {}
-    return [*_as_list(claim["a"]), *_as_list(claim["b"]), *(baseline[k] for k in ("a", "b") if baseline)]
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else [value]
-
-
 def our_units(claim_id: str, claim: Mapping[str, Any], inputs: Mapping[str, Any]) -> Units:
     """The claim's effect at each unit, from the files in ``inputs`` (see ``claim_inputs`` in the rules)."""
     where, kind = f"claims.{claim_id}", claim.get("kind", "difference")
@@ -145,8 +136,9 @@ def our_units(claim_id: str, claim: Mapping[str, Any], inputs: Mapping[str, Any]
         b = [_cell(inputs, protocol, run, claim["metric"]) for run in claim["b"]]
         return _paired([*a, *b], lambda v: _range(v[: len(a)]) - _range(v[len(a) :]), where)
     metrics = [claim["metric"], *([claim["versus_metric"]] if claim.get("versus_metric") else [])]
-    parts = [_cell(inputs, protocol, run, metric) for metric in metrics for run in _runs(claim)]
-    return _paired(parts, lambda v: _difference_of(v, len(_runs(claim)), len(metrics)), where)
+    runs = claim_runs(claim)
+    parts = [_cell(inputs, protocol, run, metric) for metric in metrics for run in runs]
+    return _paired(parts, lambda v: _difference_of(v, len(runs), len(metrics)), where)
 
 
 def _range(values: Sequence[float]) -> float:
