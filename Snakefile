@@ -5,6 +5,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from goodtransfer.config import add_pretrain_replicas
 from goodtransfer.config_check import check_config
 from goodtransfer.io import InputError
 from goodtransfer.schema import validate_config
@@ -24,6 +25,7 @@ configfile: "config.yaml"
 # the checker's frames would only hide it.
 try:
     validate_config(config)
+    add_pretrain_replicas(config)  # pretrain_seeds: runs pretrained again from other seeds
     check_config(config)
 except InputError as err:
     raise WorkflowError(str(err)) from None
@@ -45,6 +47,7 @@ include: "rules/pretrain.smk"
 include: "rules/transfer.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
+include: "rules/claims.smk"
 include: "rules/publish.smk"
 
 

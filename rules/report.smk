@@ -22,12 +22,14 @@ rule table_json:
         declaration=lambda w: spec_json(config["tables"][w.table]),
         metrics=lambda w: spec_json(table_metrics(w.table)),
         note=config["report"]["scale_note"],
-        band=lambda w: (
-            [] if table_band(w.table) is None else ["--band", table_band(w.table)]
+        tolerance=lambda w: (
+            []
+            if table_tolerance(w.table) is None
+            else ["--tolerance", spec_json(table_tolerance(w.table))]
         ),
     shell:
         "python -m goodtransfer table --name {wildcards.table:q} --declaration {params.declaration:q}"
-        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.band:q}"
+        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.tolerance:q}"
         " --out {output:q} 2> {log:q}"
 
 
@@ -82,6 +84,7 @@ rule report:
         tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
         context="results/report/context.json",
         figures=report_figures(),
+        claims=["results/claims.json"] if gtc.checked_claims(config) else [],
         templates=["paper/report.tex.j2", "paper/tables/table.tex.j2"],
     output:
         tex="paper/build/report.tex",
@@ -96,6 +99,10 @@ rule report:
         REPORT_ENV
     container:
         REPORT_CONTAINER
+    params:
+        claims=lambda w, input: (
+            f"--claims {shlex.quote(input.claims[0])}" if input.claims else ""
+        ),
     shell:
         "python -m goodtransfer.report.render report --tables {input.tables:q} --context {input.context:q}"
-        " --figures {input.figures:q} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"
+        " --figures {input.figures:q} {params.claims} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"

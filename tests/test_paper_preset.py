@@ -27,13 +27,17 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     protocols = Counter(
         wildcards.split(",")[0].removeprefix("protocol=") for rule, wildcards in jobs if rule == "downstream"
     )
-    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (41, 2, 34)
+    # pretrain_seeds: MoCo-v2 and Exemplar-v2 twice more each (4 replicas, read out linearly too).
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (41 + 4, 2, 34 + 4)
     assert rules["fetch_lpips_weights"] == 2  # LPIPS's SqueezeNet and its linear layers (Figures 2 and 6)
-    # VOC07: 28 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
+    # VOC07: 28 models (Tables 1, 2, 3, 6) and the 4 replicas x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5
+    # seeds. COCO and Cityscapes: 25 models once, the 2 claim-bearing models of Table 3 and their 4
+    # replicas 3 times (seeds.claims).
     assert protocols == {
-        "linear": 34, "voc07": 28 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 25, "cityscapes": 25,
-        "fewshot": 3, "mafl": 4,
+        "linear": 38, "voc07": (28 + 4) * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5,
+        "coco": 23 + 6 * 3, "cityscapes": 23 + 6 * 3, "fewshot": 3, "mafl": 4,
     }  # fmt: skip
+    assert rules["claims"] == 1 and len(jobs) == 437  # 374 before the claims and the LPIPS fetches
     assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))
     assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
 
@@ -87,8 +91,11 @@ def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
     }
     table4 = {"fewshot-supervised", "fewshot-mocov2", "fewshot-exemplarv2"}
     table5 = {"mafl-scratch", "mafl-supervised", "mafl-mocov2", "mafl-exemplarv2"}
-    assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} == runs
-    assert len(runs) == 42
+    replicas = {
+        f"{run}+s{index}" for run in ("mocov2-frcgb", "exemplarv2") for index in (1, 2)
+    }  # pretrain_seeds
+    assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} | replicas == runs
+    assert len(runs) == 42 + 4
 
 
 def test_exemplar_and_table10_settings_follow_the_paper():
@@ -179,7 +186,9 @@ def test_released_preset_regenerates_tables_1_to_3_from_the_authors_checkpoints(
     assert len(commands) == 25 and all('"import_from": "checkpoints/released/' in line for line in commands)
     protocols = Counter(w.split(",")[0].removeprefix("protocol=") for r, w in jobs if r == "downstream")
     # the calibration table adds FAIR MoCo-v1's VOC07+12 runs (5 seeds) to Tables 1-3's jobs
-    assert protocols == {"linear": 25, "voc07": 25 * 5, "voc0712": 5, "coco": 25, "cityscapes": 25}
+    # and the claim-bearing Table 3 models (MoCo-v2, Exemplar-v2) run COCO and Cityscapes 3 times
+    assert protocols == {"linear": 25, "voc07": 25 * 5, "voc0712": 5, "coco": 25 + 4, "cityscapes": 25 + 4}
+    assert rules["claims"] == 1
     assert rules["table_json"] == 7 and "figure4" not in rules
     assert "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/" in done.stdout
 

@@ -24,7 +24,7 @@ NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 NAME_RULE = "letters, digits and . _ + - only, not starting with '.'"
 EPOCH_REF = gtc.EPOCH_RUN
 # results/<name>/ folders the workflow itself writes: a protocol of that name would share them.
-RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report")
+RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report", "claims")
 NAMED_SECTIONS = ("datasets", "pretrain.recipes", "pretrain.runs", "downstream", "tables", "figures")
 # Kinds a run can pretrain on (data.registry.pretraining_images); coco and cityscapes images have one class.
 PRETRAIN_KINDS = ("imagefolder", "miniimagenet", "celeba", "coco", "cityscapes")
@@ -44,6 +44,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_tables(config)
     check_figures(config)
     check_report(config)
+    from goodtransfer.claims_check import check_claims  # it builds on this module's helpers
+
+    check_claims(config)
 
 
 def fail(key: str, message: str) -> None:
@@ -339,7 +342,7 @@ def detection_protocols(config: Mapping[str, Any]) -> list[str]:
 
 
 def check_seeds(config: Mapping[str, Any]) -> None:
-    known = ["default", *section(config, "downstream")]
+    known = ["default", "claims", *section(config, "downstream")]
     for name in config.get("seeds", {}):
         expect_in("seeds", name, known, "a protocol (or default)")
 

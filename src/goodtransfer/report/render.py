@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 from goodtransfer.io import InputError, read_json, sweep_leftovers, unwind_on_sigterm, write_text
+from goodtransfer.report.claims_view import claims_view
 from goodtransfer.report.latex import (
     LatexError,
     LatexSafe,
@@ -46,7 +47,7 @@ SUBCOLUMNS: tuple[dict[str, str], ...] = (
 )
 
 _SCALAR = (str, int, float)
-BAND_MARK_TEX = "$^{*}$"  # the table note (report/tables.py BAND_MARK) explains it
+DEVIATION_MARK_TEX = "$^{*}$"  # the table note (report/tolerance.py MARK) explains it
 
 
 def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -130,21 +131,21 @@ def _row_view(row: dict[str, Any], columns: list[dict[str, Any]], where: str) ->
         view = {sub["key"]: _number_or_none(cell, sub["key"], here) for sub in SUBCOLUMNS}
         view["decimals"] = column["decimals"]
         view["std"] = _number_or_none(cell, "std", here)
-        view["text"] = _cell_text(view, bool(cell.get("outside_band")))
+        view["text"] = _cell_text(view, bool(cell.get("deviates")))
         cell_views.append(view)
     run = row.get("run")
     return {"label": label, "run": run if isinstance(run, str) else "", "cells": cell_views}
 
 
-def _cell_text(cell: dict[str, Any], outside_band: bool) -> dict[str, LatexSafe]:
+def _cell_text(cell: dict[str, Any], deviates: bool) -> dict[str, LatexSafe]:
     """What each sub-column prints: the paper's number; our mean, +- the std over seeds when there are
-    several, and a mark when it is further from the paper's than the table's band."""
+    several, and a mark when it is further from the paper's than the seeds explain."""
     decimals = cell["decimals"]
     ours = format_number(cell["ours"], decimals)
     if cell["std"] is not None:
         ours = LatexSafe(f"{ours}\\,{{\\scriptsize$\\pm${format_number(cell['std'], decimals)}}}")
-    if outside_band and cell["ours"] is not None:
-        ours = LatexSafe(f"{ours}{BAND_MARK_TEX}")
+    if deviates and cell["ours"] is not None:
+        ours = LatexSafe(f"{ours}{DEVIATION_MARK_TEX}")
     return {"paper": format_number(cell["paper"], decimals), "ours": ours}
 
 
@@ -254,8 +255,9 @@ def render_report(
     context: dict[str, Any],
     template_dir: str | os.PathLike[str] = DEFAULT_TEMPLATE_DIR,
     figures: Sequence[dict[str, Any]] = (),
+    claims: dict[str, Any] | None = None,
 ) -> str:
-    """LaTeX source of the whole report: intro, every table, every figure, and a provenance appendix."""
+    """LaTeX source of the whole report: intro, the claims, every table and figure, a provenance appendix."""
     env = make_environment(template_dir)
     views = [table_view(table) for table in tables]
     names = [view["name"] for view in views]
@@ -266,7 +268,13 @@ def render_report(
         for view in views
     ]
     return _render(
-        env, REPORT_TEMPLATE, "report", tables=rendered, figures=list(figures), context=_context_view(context)
+        env,
+        REPORT_TEMPLATE,
+        "report",
+        tables=rendered,
+        figures=list(figures),
+        context=_context_view(context),
+        claims=None if claims is None else claims_view(claims),
     )
 
 
@@ -284,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out-tex", required=True, type=Path)
     report.add_argument("--out-pdf", type=Path, help="also compile with latexmk (shell escape off)")
     report.add_argument("--figures", nargs="*", type=Path, default=[], help="figure records (JSON)")
+    report.add_argument("--claims", type=Path, help="results/claims.json: adds the Claims section")
     for command in (table, report):
         command.add_argument(
             "--templates",
@@ -321,7 +330,8 @@ def _run(args: argparse.Namespace) -> None:
     if not isinstance(context, dict):
         raise InputError(f"{args.context}: expected a JSON object")
     figures = [figure_view(read_json(path), args.out_tex.parent, str(path)) for path in args.figures]
-    write_text(args.out_tex, render_report(tables, context, args.templates, figures))
+    claims = None if args.claims is None else read_json(args.claims)
+    write_text(args.out_tex, render_report(tables, context, args.templates, figures, claims))
     if args.out_pdf is not None:
         compile_pdf(args.out_tex, args.out_pdf)
 
