@@ -273,6 +273,11 @@ def figure_analyses(entry):
     ]
 
 
+def paper_values(entry):
+    """The file of the paper's values a figure draws beside ours, if it names one."""
+    return [entry["paper"]["values"]] if "paper" in entry else []
+
+
 def fp_analysis_options(protocol):
     """Hoiem-style analysis settings of the figures drawn from ``protocol`` (the same for all of them)."""
     for entry in config.get("figures", {}).values():

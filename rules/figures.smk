@@ -1,5 +1,6 @@
 # Figures (paper Sec. 2.3, App. F): each figure of the config's `figures` section is a target named after
-# it, drawn from analyses of the runs it names; the report includes those listed in `report.figures`.
+# it, drawn from analyses of the runs it names beside the paper's values (its `paper` key); the report
+# includes those listed in `report.figures`.
 
 
 rule fp_analysis:
@@ -33,7 +34,8 @@ for _figure, _entry in config.get("figures", {}).items():
         name:
             _figure
         input:
-            figure_analyses(_entry),
+            analyses=figure_analyses(_entry),
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -96,6 +98,7 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             metrics=f"results/inversion/{_figure}/metrics.json",
             grid=f"results/inversion/{_figure}/reconstructions.pdf",
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -147,6 +150,7 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             epochs=[path for by_epoch in _epochs.values() for path in by_epoch.values()],
             curves=list(_curves.values()),
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",

@@ -132,8 +132,8 @@ def test_report_pdf_has_every_table_and_figure_with_captions_rows_and_paper_numb
 
 def test_figure4_plots_kept_epochs_and_the_evaluation_curve_and_follows_its_inputs(built):
     record = json.loads((built / "results/figures/figure4.json").read_text())
-    assert set(record["series"]) == {"Supervised", "MoCo-v2"}
-    moco = record["series"]["MoCo-v2"]
+    assert set(record["ours"]) == {"Supervised", "MoCo-v2"}
+    moco = record["ours"]["MoCo-v2"]
     assert moco["pretrain_epochs"]["epochs"] == [1, 2] and moco["finetune_iters"]["iterations"] == [3, 6]
     kept = built / "results/voc07/mocov2-frcgb@ep1/seed0/metrics.json"
     metrics = json.loads(kept.read_text())
@@ -142,7 +142,7 @@ def test_figure4_plots_kept_epochs_and_the_evaluation_curve_and_follows_its_inpu
     kept.write_text(json.dumps(metrics))
     done = snakemake(built, "figure4", "--configfile", "tiny.yaml", "full.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
-    after = json.loads((built / "results/figures/figure4.json").read_text())["series"]["MoCo-v2"]
+    after = json.loads((built / "results/figures/figure4.json").read_text())["ours"]["MoCo-v2"]
     epochs_before, epochs_after = moco["pretrain_epochs"]["AP"], after["pretrain_epochs"]["AP"]
     assert epochs_after[0] == 99.0 and epochs_after[1] == epochs_before[1]
 
@@ -167,8 +167,8 @@ def test_fp_figures_are_drawn_from_the_first_seeds_detections_and_follow_them(bu
     metrics_path.write_text(json.dumps(metrics))
     done = snakemake(built, "figure7", "--configfile", "tiny.yaml", "full.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
-    after = json.loads((built / "results/figures/figure7.json").read_text())["heights"]["MoCo-v2"]
-    assert after != record["heights"]["MoCo-v2"]
+    after = json.loads((built / "results/figures/figure7.json").read_text())["ours"]["MoCo-v2"]
+    assert after != record["ours"]["MoCo-v2"]
     assert all(shares["BG"] == 100.0 for shares in after.values())
 
 
@@ -176,8 +176,11 @@ def test_inversion_figures_record_a_perceptual_distance_per_backbone(built):
     for figure in ("figure2", "figure6"):
         record = json.loads((built / f"results/figures/{figure}.json").read_text())
         assert record["kind"] == "inversion" and len(record["images"]) == 2
-        assert set(record["heights"]) == {"Supervised", "MoCo-v2"}
-        assert all(value > 0 for value in record["heights"].values())
+        assert set(record["ours"]) == {"Supervised", "MoCo-v2"}
+        assert all(value > 0 for value in record["means"]["ours"].values())
+        assert all(len(values) == 2 for values in record["ours"].values())
+    paper = json.loads((built / "results/figures/figure6.json").read_text())["paper"]
+    assert set(paper) == {"Supervised", "MoCo-v2"} and len(paper["MoCo-v2"]) == 1000  # the paper's scatter
 
 
 def test_snakemake_report_html_lists_tables_figures_and_the_report_with_captions(built):
