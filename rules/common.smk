@@ -286,6 +286,20 @@ def fp_analysis_options(protocol):
     return {}
 
 
+def deviations_registry():
+    """The registry of departures from the paper, if the config names one (report.deviations)."""
+    entry = config["report"].get("deviations")
+    return [entry["registry"]] if entry else []
+
+
+def deviations_args():
+    """`goodtransfer table` arguments that put the registry's notes under a table."""
+    entry = config["report"].get("deviations")
+    return (
+        ["--deviations", entry["registry"], "--scale", entry["scale"]] if entry else []
+    )
+
+
 def report_figures():
     return [
         f"results/figures/{name}.json" for name in config["report"].get("figures", [])

@@ -53,7 +53,8 @@ for _figure, _entry in config.get("figures", {}).items():
             name=_figure,
             spec=spec_json(_entry),
         shell:
-            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q} --analyses {input:q}"
+            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q}"
+            " --analyses {input.analyses:q}"
             " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 

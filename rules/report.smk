@@ -6,6 +6,7 @@ rule table_json:
     input:
         lambda w: [path for paths in table_metrics(w.table).values() for path in paths],
         reference=lambda w: table_reference(w.table),
+        deviations=deviations_registry(),
     output:
         report(
             "results/tables/{table}.json",
@@ -25,10 +26,11 @@ rule table_json:
         band=lambda w: (
             [] if table_band(w.table) is None else ["--band", table_band(w.table)]
         ),
+        deviations=deviations_args(),
     shell:
         "python -m goodtransfer table --name {wildcards.table:q} --declaration {params.declaration:q}"
         " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.band:q}"
-        " --out {output:q} 2> {log:q}"
+        " {params.deviations:q} --out {output:q} 2> {log:q}"
 
 
 rule table_tex:
@@ -60,7 +62,8 @@ for _table in config["tables"]:
 
 rule report_context:
     input:
-        expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        deviations=deviations_registry(),
     output:
         "results/report/context.json",
     log:
@@ -73,7 +76,7 @@ rule report_context:
         config=spec_json(config),
         scale_note=config["report"]["scale_note"],
     shell:
-        "python -m goodtransfer report-context --tables {input:q} --config {params.config:q}"
+        "python -m goodtransfer report-context --tables {input.tables:q} --config {params.config:q}"
         " --scale-note {params.scale_note:q} --out {output:q} 2> {log:q}"
 
 

@@ -50,9 +50,13 @@ def _table(args: argparse.Namespace) -> None:
 
     declaration = json.loads(args.declaration)
     metrics = json.loads(args.metrics)
-    table = build_table(
-        args.name, declaration, metrics, read_yaml(args.reference), args.note or [], args.band
-    )
+    notes = list(args.note or [])
+    if args.deviations:
+        from goodtransfer.report import deviations as dv
+
+        entries = dv.at_scale(dv.load_registry(args.deviations), args.scale)
+        notes += dv.note(dv.touching_table(entries, args.name, declaration))
+    table = build_table(args.name, declaration, metrics, read_yaml(args.reference), notes, args.band)
     write_json(args.out, table)
 
 
@@ -214,6 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--band", type=float, help="mark cells further than this from the paper's number")
     table.add_argument("--reference", type=Path, required=True)
     table.add_argument("--note", action="append")
+    table.add_argument(
+        "--deviations", type=Path, help="registry of departures: note those touching the table"
+    )
+    table.add_argument("--scale", choices=("embedded", "paper"), default="embedded", help="of --deviations")
     table.add_argument("--out", type=Path, required=True)
     table.set_defaults(func=_table)
     context = sub.add_parser("report-context", help="collect the report's provenance")

@@ -412,3 +412,9 @@ def check_report(config: Mapping[str, Any]) -> None:
         expect_in(f"report.tables[{index}]", table, config["tables"], "a table of tables")
     for index, figure in enumerate(report.get("figures", [])):
         expect_in(f"report.figures[{index}]", figure, section(config, "figures"), "a figure of figures")
+    if "deviations" in report:
+        from goodtransfer.report import deviations  # no torch: reads one YAML file
+
+        entries = deviations.load_registry(report["deviations"]["registry"])
+        scale = report["deviations"]["scale"]
+        deviations.check_references(deviations.at_scale(entries, scale), config, "config: report.deviations")

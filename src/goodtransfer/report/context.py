@@ -86,4 +86,12 @@ def build_context(tables: Sequence[Path], config: dict[str, Any], scale_note: st
         {"key": "hardware", "value": _hardware()},
         *_step_times(tables),
     ]
-    return {"scale_note": scale_note, "provenance": provenance}
+    context = {"scale_note": scale_note, "provenance": provenance}
+    if config["report"].get("deviations"):
+        from goodtransfer.report import deviations
+
+        entry = config["report"]["deviations"]
+        registry = deviations.load_registry(entry["registry"])
+        context["deviations"] = deviations.appendix(registry, entry["scale"], config)
+        context["deviations_scale"] = entry["scale"]
+    return context

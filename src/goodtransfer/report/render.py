@@ -220,7 +220,30 @@ def _context_view(context: dict[str, Any]) -> dict[str, Any]:
             }
         )
     date = context.get("date", "")
-    return {"scale_note": scale_note, "provenance": provenance, "date": date if isinstance(date, str) else ""}
+    return {
+        "scale_note": scale_note,
+        "provenance": provenance,
+        "date": date if isinstance(date, str) else "",
+        "deviations": [
+            _deviation_view(item, f"{where}.deviations[{index}]")
+            for index, item in enumerate(context.get("deviations") or [])
+        ],
+        "deviations_scale": context.get("deviations_scale") or "",
+    }
+
+
+def _deviation_view(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A registry entry for the appendix (report/deviations.py ``appendix``), with what it touches named
+    as the report numbers it ("Table 3", "Figure 6")."""
+    view = {key: _need(item, key, where, str) for key in ("id", "title", "ours", "paper", "why")}
+    touched = []
+    for key, kind in (("tables", "table"), ("figures", "figure")):
+        numbers = {str(name): paper_number(str(name), kind) for name in _need(item, key, where, list)}
+        for name, number in sorted(
+            numbers.items(), key=lambda pair: (pair[1] is None, pair[1] or 0, pair[0])
+        ):
+            touched.append(f"{kind.capitalize()} {number}" if number else name)
+    return {**view, "here": bool(item.get("here")), "touches": ", ".join(touched) or "no table or figure"}
 
 
 _FIGURE_PATH = re.compile(r"^[A-Za-z0-9_./-]+\.pdf$")
@@ -265,8 +288,17 @@ def render_report(
         {"view": view, "tex": LatexSafe(_render(env, TABLE_TEMPLATE, f"table {view['name']!r}", table=view))}
         for view in views
     ]
+    context_view = _context_view(context)
+    raw = context.get("deviations") or []
+    figure_views = [
+        {
+            **figure,
+            "deviations": [d["title"] for d in raw if d.get("here") and figure["name"] in d["figures"]],
+        }
+        for figure in figures
+    ]
     return _render(
-        env, REPORT_TEMPLATE, "report", tables=rendered, figures=list(figures), context=_context_view(context)
+        env, REPORT_TEMPLATE, "report", tables=rendered, figures=figure_views, context=context_view
     )
 
 
