@@ -45,6 +45,10 @@ SUBCOLUMNS: tuple[dict[str, str], ...] = (
     {"key": "ours", "label": "ours"},
 )
 
+# A table of more metrics than this is wide: it goes on a landscape page at the body's font size, each
+# row's paper numbers on a line under ours (one LaTeX column per metric), instead of being shrunk.
+WIDE_METRICS = 7
+
 _SCALAR = (str, int, float)
 BAND_MARK_TEX = "$^{*}$"  # the table note (report/tables.py BAND_MARK) explains it
 
@@ -69,7 +73,7 @@ def _number_or_none(cell: dict[str, Any], key: str, where: str) -> int | float |
     return value
 
 
-def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _columns_view(table: dict[str, Any], where: str, span: int) -> list[dict[str, Any]]:
     columns = _need(table, "columns", where, list)
     if not columns:
         raise InputError(f"{where}.columns: expected at least one column")
@@ -82,7 +86,7 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
         group = column.get("group") or "" if isinstance(column, dict) else ""
         if not isinstance(group, str):
             raise InputError(f"{here}.group: expected a string, got {type(group).__name__}")
-        first = 2 + index * len(SUBCOLUMNS)  # LaTeX column numbers; column 1 holds the row labels
+        first = 2 + index * span  # LaTeX column numbers; column 1 holds the row labels
         view.append(
             {
                 "key": _need(column, "key", here, str),
@@ -90,7 +94,7 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 "group": group,
                 "decimals": decimals,
                 "first": first,
-                "last": first + len(SUBCOLUMNS) - 1,
+                "last": first + span - 1,
             }
         )
     keys = [column["key"] for column in view]
@@ -99,9 +103,9 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return view
 
 
-def _header_groups(columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs of adjacent columns sharing a group, as LaTeX column ranges (column 1 holds the row labels)."""
-    width = len(SUBCOLUMNS)
+def _header_groups(columns: list[dict[str, Any]], width: int) -> list[dict[str, Any]]:
+    """Runs of adjacent columns sharing a group, as LaTeX column ranges (column 1 holds the row labels);
+    each metric spans ``width`` LaTeX columns."""
     spans: list[dict[str, Any]] = []
     for index, column in enumerate(columns):
         if spans and spans[-1]["label"] == column["group"]:
@@ -158,7 +162,10 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
     name = table.get("name") if isinstance(table, dict) else None
     where = f"table {name!r}" if isinstance(name, str) else "table"
     name = _need(table, "name", where, str)
-    columns = _columns_view(table, where)
+    metrics = _need(table, "columns", where, list)
+    stacked = len(metrics) > WIDE_METRICS
+    span = 1 if stacked else len(SUBCOLUMNS)
+    columns = _columns_view(table, where, span)
     groups = []
     for g_index, group in enumerate(_need(table, "groups", where, list)):
         g_where = f"{where}.groups[{g_index}]"
@@ -172,7 +179,7 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
     notes = table.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
         raise InputError(f"{where}.notes: expected a list of strings")
-    header_groups = _header_groups(columns)
+    header_groups = _header_groups(columns, span)
     return {
         "name": name,
         "caption": _need(table, "caption", where, str),
@@ -183,11 +190,38 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
         "subcolumns": list(SUBCOLUMNS),
         "header_groups": header_groups,
         "has_column_groups": any(span["label"] for span in header_groups),
-        "total_columns": 1 + len(columns) * len(SUBCOLUMNS),
+        "total_columns": 1 + len(columns) * span,
+        "span": span,
+        "stacked": stacked,
+        "landscape": stacked,
         "groups": groups,
         "runs": [{"group": group["label"], **row} for group in groups for row in group["rows"]],
         "notes": notes,
     }
+
+
+def runs_index(views: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The runs behind the tables' rows, one line per run: where it appears, e.g. "Tables 1, 7
+    (Supervised / +Blur); Table 2 (Supervised / ImageNet)", in the order runs first appear."""
+    places: dict[str, dict[str, list[str]]] = {}
+    for view in views:
+        number = view["number"]
+        where = str(number) if number else view["name"]
+        for row in view["runs"]:
+            label = f"{row['group']} / {row['label']}" if row["group"] else row["label"]
+            tables = places.setdefault(row["run"] or "(none recorded)", {}).setdefault(label, [])
+            if where not in tables:
+                tables.append(where)
+    return [
+        {
+            "run": run,
+            "rows": "; ".join(
+                f"{'Tables' if len(tables) > 1 else 'Table'} {', '.join(tables)} ({label})"
+                for label, tables in labels.items()
+            ),
+        }
+        for run, labels in places.items()
+    ]
 
 
 def _render(env: jinja2.Environment, template: str, what: str, **context: Any) -> str:
@@ -298,7 +332,13 @@ def render_report(
         for figure in figures
     ]
     return _render(
-        env, REPORT_TEMPLATE, "report", tables=rendered, figures=figure_views, context=context_view
+        env,
+        REPORT_TEMPLATE,
+        "report",
+        tables=rendered,
+        figures=figure_views,
+        context=context_view,
+        runs=runs_index(views),
     )
 
 
