@@ -73,7 +73,8 @@ def _step_times(tables: Sequence[Path]) -> list[dict[str, str]]:
     for table_path in tables:
         for group in read_json(table_path)["groups"]:
             for row in group["rows"]:
-                cells.setdefault(row["run"], []).extend(row["cells"].values())
+                if row["run"]:  # a quoted row ran nothing
+                    cells.setdefault(row["run"], []).extend(row["cells"].values())
     return [{"key": f"wall time {run}", "value": _run_times(run_cells)} for run, run_cells in cells.items()]
 
 

@@ -102,7 +102,8 @@ def _touches(entry: Entry, kind: str, name: str, protocols: set[str], runs: set[
 def touching_table(entries: Sequence[Entry], name: str, declaration: Mapping[str, Any]) -> list[Entry]:
     """The entries that touch table ``name``: by name, or through its columns' protocols or rows' runs."""
     protocols = {column["protocol"] for column in declaration["columns"]}
-    runs = {row["run"].split("@")[0] for group in declaration["groups"] for row in group["rows"]}
+    rows = [row for group in declaration["groups"] for row in group["rows"]]
+    runs = {row["run"].split("@")[0] for row in rows if row.get("run")}  # a quoted row has no run
     return [entry for entry in entries if _touches(entry, "tables", name, protocols, runs)]
 
 

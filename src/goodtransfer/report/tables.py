@@ -122,6 +122,18 @@ def _undefined_notes(groups: list[dict[str, Any]], columns: Sequence[Mapping[str
     ]
 
 
+def _row_notes(declaration: Mapping[str, Any]) -> list[str]:
+    """What a quoted row or a row the paper lacks is, so that its empty cells are not read as missing."""
+    notes = []
+    for group in declaration["groups"]:
+        for row in group["rows"]:
+            if row.get("quoted"):
+                notes.append(f"{row['label']}: the paper's numbers, which it quotes; not run here.")
+            if not row.get("in_paper", True):
+                notes.append(f"{row['label']}: not in the paper; our run only, as a control.")
+    return notes
+
+
 def _band_note(band: float | None) -> list[str]:
     if band is None:
         return []
@@ -142,17 +154,22 @@ def build_table(
     groups = []
     for group in declaration["groups"]:
         rows = []
-        for index, row in enumerate(group["rows"]):
+        in_paper = [row for row in group["rows"] if row.get("in_paper", True)]
+        for row in group["rows"]:
+            # A row the paper lacks has no paper numbers, and the rows after it keep their paper positions.
+            paper_index = in_paper.index(row) if row in in_paper else None
             cells = {
                 column["key"]: _cell(
                     column,
-                    row["run"],
+                    row.get("run", ""),
                     metrics_files,
-                    reference_value(
+                    None
+                    if paper_index is None
+                    else reference_value(
                         reference,
                         declaration["reference"],
                         group.get("reference_group"),
-                        index,
+                        paper_index,
                         column["key"],
                         row.get("reference_row"),
                     ),
@@ -160,7 +177,7 @@ def build_table(
                 )
                 for column in columns
             }
-            rows.append({"label": row["label"], "run": row["run"], "cells": cells})
+            rows.append({"label": row["label"], "run": row.get("run"), "cells": cells})
         groups.append({"label": group["label"], "rows": rows})
     return {
         "name": name,
@@ -169,5 +186,5 @@ def build_table(
         "columns": [{k: c[k] for k in ("key", "label", "group")} for c in columns],
         "groups": groups,
         "band": band,
-        "notes": [*notes, *_band_note(band), *_undefined_notes(groups, columns)],
+        "notes": [*notes, *_band_note(band), *_row_notes(declaration), *_undefined_notes(groups, columns)],
     }
