@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = ROOT / "paper/reference/deviations.yaml"
 CONFIG = read_yaml(ROOT / "config.yaml")
 PAPER = deep_merge(CONFIG, read_yaml(ROOT / "presets/paper.yaml"))
+RELEASED = deep_merge(PAPER, read_yaml(ROOT / "presets/released.yaml"))
 # The departures issue 15 names, each of which the registry must hold.
 NAMED = ("queue_2_20", "imagenet100_cmc_classes", "imported_supervised_coco_synthia", "miniimagenet_images",
          "bf16", "embedded_scale")  # fmt: skip
@@ -34,6 +35,10 @@ def test_registry_holds_every_named_departure_and_names_only_what_each_scale_has
     assert set(NAMED) <= set(ids)
     dv.check_references(dv.at_scale(entries, "paper"), PAPER, "paper")
     dv.check_references(dv.at_scale(entries, "embedded"), CONFIG, "embedded")
+    dv.check_references(dv.at_scale(entries, "released"), RELEASED, "released")
+    assert RELEASED["report"]["deviations"]["scale"] == "released"
+    released = {entry["id"] for entry in dv.at_scale(entries, "released")}  # the authors' own pretraining
+    assert "imported_supervised_coco_synthia" in released and "queue_2_20" not in released
     assert [e["id"] for e in dv.at_scale(entries, "embedded") if e["id"] in NAMED] == [
         "embedded_scale",
         "bf16",
@@ -89,7 +94,7 @@ def test_report_appendix_lists_every_registry_entry(scale):
     appendix = tex[tex.index(r"\section{Departures from the paper}") : tex.index(r"\section{Provenance}")]
     for entry in entries:
         assert "(\\texttt{" + _tex(entry["id"]) + "})" in appendix, entry["id"]
-    held = appendix.split(r"\subsection*{Registry entries of the other scale}")[0]
+    held = appendix.split(r"\subsection*{Registry entries of the other scales}")[0]
     assert all(_tex(entry["id"]) in held for entry in dv.at_scale(entries, scale))
     assert ("This report is of the embedded scale" in appendix) == (scale == "embedded")
     if scale == "paper":

@@ -27,15 +27,16 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
     rules = Counter(rule for rule, _ in jobs)
-    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34;
-    # 3 Mini-ImageNet and 4 CelebA runs (Scratch included); one linear readout per ImageNet-scale model.
+    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34,
+    # + SupCon (Tables 3 and 9, not in the paper); 3 Mini-ImageNet and 4 CelebA runs (Scratch included);
+    # one linear readout per ImageNet-scale model.
     protocols = Counter(
         wildcards.split(",")[0].removeprefix("protocol=") for rule, wildcards in jobs if rule == "downstream"
     )
-    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (41, 2, 34)
-    # VOC07: 28 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (42, 2, 35)
+    # VOC07: 29 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
     assert protocols == {
-        "linear": 34, "voc07": 28 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 25, "cityscapes": 25,
+        "linear": 35, "voc07": 29 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 26, "cityscapes": 26,
         "fewshot": 3, "mafl": 4,
     }  # fmt: skip
     assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))

@@ -221,7 +221,9 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--deviations", type=Path, help="registry of departures: note those touching the table"
     )
-    table.add_argument("--scale", choices=("embedded", "paper"), default="embedded", help="of --deviations")
+    table.add_argument(
+        "--scale", choices=("embedded", "paper", "released"), default="embedded", help="of --deviations"
+    )
     table.add_argument("--out", type=Path, required=True)
     table.set_defaults(func=_table)
     context = sub.add_parser("report-context", help="collect the report's provenance")

@@ -3,7 +3,8 @@ here, named in a note under every table they touch, and listed in the report's a
 
 An entry touches tables and figures directly, or through the protocols and runs they are drawn from, so a
 table declared later is covered by the entries of its protocols and runs. Entries hold at one scale or both
-(``scales``); the config's ``report.deviations.scale`` says which scale a report is of.
+(``scales``: embedded, paper, or released, the paper scale from the authors' checkpoints); the config's
+``report.deviations.scale`` says which a report is of.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from goodtransfer.io import InputError, read_yaml
 
-SCALES = ("embedded", "paper")
+SCALES = ("embedded", "paper", "released")  # config.yaml, presets/paper.yaml, + presets/released.yaml
 TEXT_FIELDS = ("title", "ours", "paper", "why")
 TOUCH_KEYS = ("tables", "figures", "protocols", "runs", "all")
 _ID = re.compile(r"[a-z0-9_]+")
@@ -65,7 +66,7 @@ def load_registry(path: str | Path) -> list[Entry]:
 
 
 def at_scale(entries: Sequence[Entry], scale: str) -> list[Entry]:
-    """The entries that hold at ``scale`` (embedded or paper)."""
+    """The entries that hold at ``scale`` (embedded, paper or released)."""
     if scale not in SCALES:
         raise InputError(f"report.deviations.scale: {scale!r}; expected one of {list(SCALES)}")
     return [entry for entry in entries if scale in entry["scales"]]
