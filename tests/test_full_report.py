@@ -186,6 +186,15 @@ def test_inversion_figures_record_a_perceptual_distance_per_backbone(built):
     assert set(paper) == {"Supervised", "MoCo-v2"} and len(paper["MoCo-v2"]) == 1000  # the paper's scatter
 
 
+def test_figures_1_4_6_7_hold_the_papers_series_beside_ours_and_the_report_its_departures(built):
+    for figure in ("figure1", "figure4", "figure6", "figure7"):
+        record = json.loads((built / f"results/figures/{figure}.json").read_text())
+        assert set(record["ours"]) == set(record["paper"]) == {"Supervised", "MoCo-v2"}, figure
+        assert record["paper_values"] == f"paper/reference/figures/fig{figure[-1]}_values.json"
+    flat = _pdf_text(built / "paper/build/report.pdf")
+    assert "Departures from the paper" in flat and "embedded scale (embedded_scale)" in flat
+
+
 def test_snakemake_report_html_lists_tables_figures_and_the_report_with_captions(built):
     done = snakemake(built, "--report", "report.html", "--configfile", "tiny.yaml", "full.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
