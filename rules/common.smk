@@ -257,6 +257,16 @@ def inversion_figures_pattern():
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
+def lpips_files(entry):
+    """The LPIPS files an inversion figure reads: the feature network, and its linear layers if named."""
+    settings = entry["settings"]
+    return [
+        path
+        for path in (settings["lpips_weights"], settings.get("lpips_linear"))
+        if path
+    ]
+
+
 def inversion_spec(entry):
     """What an inversion figure's `invert` job depends on: its runs and images, and its settings with the
     compute settings and seed (a caption edit redraws the figure, not the inversions).

@@ -66,7 +66,7 @@ rule invert:
             checkpoint_of(run["run"]) for run in config["figures"][w.figure]["runs"]
         ],
         data=lambda w: dataset_check(config["figures"][w.figure]["images"]["dataset"]),
-        lpips=lambda w: config["figures"][w.figure]["settings"]["lpips_weights"],
+        lpips=lambda w: lpips_files(config["figures"][w.figure]),
     output:
         metrics="results/inversion/{figure}/metrics.json",
         grid="results/inversion/{figure}/reconstructions.pdf",
@@ -136,6 +136,26 @@ rule random_lpips_network:
         seed=config["seed"],
     shell:
         "python -m goodtransfer random-network --net {wildcards.net:q} --seed {params.seed} --out {output:q} 2> {log:q}"
+
+
+# Paper scale: LPIPS's ImageNet-trained SqueezeNet (torchvision's file) and LPIPS's linear layers (the lpips
+# package's weights/v0.1/squeeze.pth), fetched once as released checkpoints are; addresses in the registry.
+# Without network access, place the file the config names there yourself: then nothing is fetched.
+rule fetch_lpips_weights:
+    output:
+        "checkpoints/lpips/{name}.pth",
+    log:
+        "logs/lpips/{name}.log",
+    wildcard_constraints:
+        name="[^/]+",
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    params:
+        url=lambda w: released_url(w.name, "paper/reference/lpips_weights.yaml"),
+    shell:
+        "python -m goodtransfer fetch --url {params.url:q} --out {output:q} 2> {log:q}"
 
 
 # Figure 4: VOC07 AP against pretraining epoch (backbones kept every `keep_every` epochs) and against

@@ -13,13 +13,8 @@ from tests.workflow import ROOT, copy_workflow, planned_jobs, snakemake
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("paper"))
-    # LPIPS's weights are the user's local files (nothing is downloaded); a dry run only needs them present.
-    lpips = workdir / "checkpoints/lpips"
-    lpips.mkdir(parents=True)
-    for name in ("squeezenet1_1-b8a52dc0.pth", "squeeze.pth"):
-        (lpips / name).write_bytes(b"placeholder")
-    return workdir
+    # LPIPS's weights come from rule fetch_lpips_weights (paper/reference/lpips_weights.yaml).
+    return copy_workflow(tmp_path_factory.mktemp("paper"))
 
 
 def test_paper_preset_plans_every_job_of_the_report(workdir):
@@ -34,6 +29,7 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
         wildcards.split(",")[0].removeprefix("protocol=") for rule, wildcards in jobs if rule == "downstream"
     )
     assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (42, 2, 35)
+    assert rules["fetch_lpips_weights"] == 2  # LPIPS's SqueezeNet and its linear layers (Figures 2 and 6)
     # VOC07: 29 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
     assert protocols == {
         "linear": 35, "voc07": 29 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 26, "cityscapes": 26,
