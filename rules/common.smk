@@ -283,12 +283,31 @@ def figure_analyses(entry):
     ]
 
 
+def paper_values(entry):
+    """The file of the paper's values a figure draws beside ours, if it names one."""
+    return [entry["paper"]["values"]] if "paper" in entry else []
+
+
 def fp_analysis_options(protocol):
     """Hoiem-style analysis settings of the figures drawn from ``protocol`` (the same for all of them)."""
     for entry in config.get("figures", {}).values():
         if entry["kind"] in FP_FIGURES and entry["protocol"] == protocol:
             return entry.get("analysis", {})
     return {}
+
+
+def deviations_registry():
+    """The registry of departures from the paper, if the config names one (report.deviations)."""
+    entry = config["report"].get("deviations")
+    return [entry["registry"]] if entry else []
+
+
+def deviations_args():
+    """`goodtransfer table` arguments that put the registry's notes under a table."""
+    entry = config["report"].get("deviations")
+    return (
+        ["--deviations", entry["registry"], "--scale", entry["scale"]] if entry else []
+    )
 
 
 def report_figures():

@@ -1,5 +1,6 @@
 # Figures (paper Sec. 2.3, App. F): each figure of the config's `figures` section is a target named after
-# it, drawn from analyses of the runs it names; the report includes those listed in `report.figures`.
+# it, drawn from analyses of the runs it names beside the paper's values (its `paper` key); the report
+# includes those listed in `report.figures`.
 
 
 rule fp_analysis:
@@ -33,7 +34,8 @@ for _figure, _entry in config.get("figures", {}).items():
         name:
             _figure
         input:
-            figure_analyses(_entry),
+            analyses=figure_analyses(_entry),
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -51,7 +53,8 @@ for _figure, _entry in config.get("figures", {}).items():
             name=_figure,
             spec=spec_json(_entry),
         shell:
-            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q} --analyses {input:q}"
+            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q}"
+            " --analyses {input.analyses:q}"
             " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 
@@ -96,6 +99,7 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             metrics=f"results/inversion/{_figure}/metrics.json",
             grid=f"results/inversion/{_figure}/reconstructions.pdf",
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -167,6 +171,7 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             epochs=[path for by_epoch in _epochs.values() for path in by_epoch.values()],
             curves=list(_curves.values()),
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",

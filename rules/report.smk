@@ -6,6 +6,7 @@ rule table_json:
     input:
         lambda w: [path for paths in table_metrics(w.table).values() for path in paths],
         reference=lambda w: table_reference(w.table),
+        deviations=deviations_registry(),
     output:
         report(
             "results/tables/{table}.json",
@@ -27,10 +28,11 @@ rule table_json:
             if table_tolerance(w.table) is None
             else ["--tolerance", spec_json(table_tolerance(w.table))]
         ),
+        deviations=deviations_args(),
     shell:
         "python -m goodtransfer table --name {wildcards.table:q} --declaration {params.declaration:q}"
         " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.tolerance:q}"
-        " --out {output:q} 2> {log:q}"
+        " {params.deviations:q} --out {output:q} 2> {log:q}"
 
 
 rule table_tex:
@@ -62,7 +64,8 @@ for _table in config["tables"]:
 
 rule report_context:
     input:
-        expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        deviations=deviations_registry(),
     output:
         "results/report/context.json",
     log:
@@ -75,7 +78,7 @@ rule report_context:
         config=spec_json(config),
         scale_note=config["report"]["scale_note"],
     shell:
-        "python -m goodtransfer report-context --tables {input:q} --config {params.config:q}"
+        "python -m goodtransfer report-context --tables {input.tables:q} --config {params.config:q}"
         " --scale-note {params.scale_note:q} --out {output:q} 2> {log:q}"
 
 

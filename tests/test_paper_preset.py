@@ -22,22 +22,24 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
     rules = Counter(rule for rule, _ in jobs)
-    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34;
-    # 3 Mini-ImageNet and 4 CelebA runs (Scratch included); one linear readout per ImageNet-scale model.
+    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34,
+    # + SupCon (Tables 3 and 9, not in the paper); 3 Mini-ImageNet and 4 CelebA runs (Scratch included);
+    # one linear readout per ImageNet-scale model.
     protocols = Counter(
         wildcards.split(",")[0].removeprefix("protocol=") for rule, wildcards in jobs if rule == "downstream"
     )
-    # pretrain_seeds: MoCo-v2 and Exemplar-v2 twice more each (4 replicas, read out linearly too).
-    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (41 + 4, 2, 34 + 4)
+    # pretrain_seeds: MoCo-v2 and Exemplar-v2 twice more each (4 replicas, read out linearly too); SupCon
+    # (Tables 3 and 9's control, not in the paper) once.
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (42 + 4, 2, 35 + 4)
     assert rules["fetch_lpips_weights"] == 2  # LPIPS's SqueezeNet and its linear layers (Figures 2 and 6)
-    # VOC07: 28 models (Tables 1, 2, 3, 6) and the 4 replicas x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5
-    # seeds. COCO and Cityscapes: 25 models once, the 2 claim-bearing models of Table 3 and their 4
+    # VOC07: 29 models (Tables 1, 2, 3, 6) and the 4 replicas x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5
+    # seeds. COCO and Cityscapes: 26 models once, the 2 claim-bearing models of Table 3 and their 4
     # replicas 3 times (seeds.claims).
     assert protocols == {
-        "linear": 38, "voc07": (28 + 4) * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5,
-        "coco": 23 + 6 * 3, "cityscapes": 23 + 6 * 3, "fewshot": 3, "mafl": 4,
+        "linear": 39, "voc07": (29 + 4) * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5,
+        "coco": 24 + 6 * 3, "cityscapes": 24 + 6 * 3, "fewshot": 3, "mafl": 4,
     }  # fmt: skip
-    assert rules["claims"] == 1 and len(jobs) == 437  # 374 before the claims and the LPIPS fetches
+    assert rules["claims"] == 1 and len(jobs) == 446  # 374 + claims 61, LPIPS fetches 2, SupCon 9
     assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))
     assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
 

@@ -52,9 +52,13 @@ def _table(args: argparse.Namespace) -> None:
     declaration = json.loads(args.declaration)
     metrics = json.loads(args.metrics)
     tolerance = None if args.tolerance is None else Tolerance.from_dict(json.loads(args.tolerance))
-    table = build_table(
-        args.name, declaration, metrics, read_yaml(args.reference), args.note or [], tolerance
-    )
+    notes = list(args.note or [])
+    if args.deviations:
+        from goodtransfer.report import deviations as dv
+
+        entries = dv.at_scale(dv.load_registry(args.deviations), args.scale)
+        notes += dv.note(dv.touching_table(entries, args.name, declaration))
+    table = build_table(args.name, declaration, metrics, read_yaml(args.reference), notes, tolerance)
     write_json(args.out, table)
 
 
@@ -226,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     table.add_argument("--reference", type=Path, required=True)
     table.add_argument("--note", action="append")
+    table.add_argument(
+        "--deviations", type=Path, help="registry of departures: note those touching the table"
+    )
+    table.add_argument(
+        "--scale", choices=("embedded", "paper", "released"), default="embedded", help="of --deviations"
+    )
     table.add_argument("--out", type=Path, required=True)
     table.set_defaults(func=_table)
     claims = sub.add_parser("claims", help="check the paper's claims with paired statistics")

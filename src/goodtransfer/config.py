@@ -248,6 +248,6 @@ def extra_train_sets(config: Mapping[str, Any], protocol: str) -> list[tuple[str
 
 
 def table_runs(config: Mapping[str, Any], table: str) -> list[str]:
-    """Every pretraining run that appears as a row of ``table``."""
+    """Every pretraining run that appears as a row of ``table`` (a quoted row has none)."""
     declaration = _lookup(config, "tables", table)
-    return [row["run"] for group in declaration["groups"] for row in group["rows"]]
+    return [row["run"] for group in declaration["groups"] for row in group["rows"] if "run" in row]

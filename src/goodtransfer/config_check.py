@@ -366,7 +366,8 @@ def check_tables(config: Mapping[str, Any]) -> None:
             )
         for g, group in enumerate(entry["groups"]):
             for r, row in enumerate(group["rows"]):
-                check_run_ref(config, f"{key}.groups[{g}].rows[{r}].run", row["run"], epochs_allowed=True)
+                if "run" in row:  # else a quoted row: the paper's numbers only (schema: reference_row)
+                    check_run_ref(config, f"{key}.groups[{g}].rows[{r}].run", row["run"], epochs_allowed=True)
 
 
 def check_figures(config: Mapping[str, Any]) -> None:
@@ -415,3 +416,9 @@ def check_report(config: Mapping[str, Any]) -> None:
         expect_in(f"report.tables[{index}]", table, config["tables"], "a table of tables")
     for index, figure in enumerate(report.get("figures", [])):
         expect_in(f"report.figures[{index}]", figure, section(config, "figures"), "a figure of figures")
+    if "deviations" in report:
+        from goodtransfer.report import deviations  # no torch: reads one YAML file
+
+        entries = deviations.load_registry(report["deviations"]["registry"])
+        scale = report["deviations"]["scale"]
+        deviations.check_references(deviations.at_scale(entries, scale), config, "config: report.deviations")

@@ -132,6 +132,18 @@ def _undefined_notes(groups: list[dict[str, Any]], columns: Sequence[Mapping[str
     ]
 
 
+def _row_notes(declaration: Mapping[str, Any]) -> list[str]:
+    """What a quoted row or a row the paper lacks is, so that its empty cells are not read as missing."""
+    notes = []
+    for group in declaration["groups"]:
+        for row in group["rows"]:
+            if row.get("quoted"):
+                notes.append(f"{row['label']}: the paper's numbers, which it quotes; not run here.")
+            if not row.get("in_paper", True):
+                notes.append(f"{row['label']}: not in the paper; our run only, as a control.")
+    return notes
+
+
 def _tolerance_note(tolerance: Tolerance | None, columns: Sequence[Mapping[str, Any]]) -> list[str]:
     if tolerance is None:
         return []
@@ -154,17 +166,22 @@ def build_table(
     groups = []
     for group in declaration["groups"]:
         rows = []
-        for index, row in enumerate(group["rows"]):
+        in_paper = [row for row in group["rows"] if row.get("in_paper", True)]
+        for row in group["rows"]:
+            # A row the paper lacks has no paper numbers, and the rows after it keep their paper positions.
+            paper_index = in_paper.index(row) if row in in_paper else None
             cells = {
                 column["key"]: _cell(
                     column,
-                    row["run"],
+                    row.get("run", ""),
                     metrics_files,
-                    reference_value(
+                    None
+                    if paper_index is None
+                    else reference_value(
                         reference,
                         declaration["reference"],
                         group.get("reference_group"),
-                        index,
+                        paper_index,
                         column["key"],
                         row.get("reference_row"),
                     ),
@@ -172,7 +189,7 @@ def build_table(
                 )
                 for column in columns
             }
-            rows.append({"label": row["label"], "run": row["run"], "cells": cells})
+            rows.append({"label": row["label"], "run": row.get("run"), "cells": cells})
         groups.append({"label": group["label"], "rows": rows})
     return {
         "name": name,
@@ -181,5 +198,10 @@ def build_table(
         "columns": [{k: c[k] for k in ("key", "label", "group")} for c in columns],
         "groups": groups,
         "tolerance": None if tolerance is None else tolerance.as_dict(),
-        "notes": [*notes, *_tolerance_note(tolerance, columns), *_undefined_notes(groups, columns)],
+        "notes": [
+            *notes,
+            *_tolerance_note(tolerance, columns),
+            *_row_notes(declaration),
+            *_undefined_notes(groups, columns),
+        ],
     }
