@@ -16,6 +16,7 @@ from goodtransfer.config_check import check_config
 from goodtransfer.io import read_yaml
 from goodtransfer.report.render import render_table
 from goodtransfer.report.tables import build_table
+from goodtransfer.report.tolerance import Tolerance
 from goodtransfer.schema import config_schema
 from tests.test_report import TEMPLATES
 
@@ -60,13 +61,14 @@ def test_table4_baseline_row_has_the_papers_numbers_and_no_run(tmp_path):
 @pytest.mark.parametrize("name", ["table3", "table9"])
 def test_supcon_row_is_ours_only_and_marked_not_in_the_paper(tmp_path, name):
     runs = {"mocov1": 1.0, "exemplarv1": 2.0, "mocov2-frcgb": 3.0, "exemplarv2": 4.0, "supcon": 5.0}
-    table = build_table(name, CONFIG["tables"][name], _metrics(tmp_path, name, runs), REFERENCE, [], band=1.0)
+    tolerance = Tolerance.from_dict(CONFIG["report"]["tolerance"])
+    metrics = _metrics(tmp_path, name, runs)
+    table = build_table(name, CONFIG["tables"][name], metrics, REFERENCE, [], tolerance)
     rows = {row["run"]: row for row in table["groups"][0]["rows"]}
     supcon = rows["supcon"]
     assert supcon["label"] == "SupCon (not in the paper)"
     assert all(
-        c["ours"] == 5.0 and c["paper"] is None and c["outside_band"] is None
-        for c in supcon["cells"].values()
+        c["ours"] == 5.0 and c["paper"] is None and c["deviates"] is None for c in supcon["cells"].values()
     )
     assert rows["exemplarv2"]["cells"]["ImageNet_Acc"]["paper"] == 68.9  # Exemplar-v2's own paper row
     assert "SupCon (not in the paper): not in the paper; our run only, as a control." in table["notes"]
