@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch.nn.functional as F
 
 from goodtransfer.models.backbone import build_resnet
 from goodtransfer.pretrain.moco import MoCo
-from goodtransfer.pretrain.shuffle_bn import SplitBatchNorm2d, split_batchnorms
+from goodtransfer.pretrain.shuffle_bn import SplitBatchNorm2d, chunked_forward, split_batchnorms
 
 
 def small_moco(K: int = 8, m: float = 0.9, T: float = 0.5, splits: int = 1) -> MoCo:
@@ -127,18 +125,6 @@ def test_shuffle_bn_normalises_each_chunk_with_its_own_batch_statistics():
     assert not torch.allclose(expected, tracking(images), atol=1e-3)  # one BN batch would differ
 
 
-@contextmanager
-def running_stats_frozen(module: torch.nn.Module) -> Iterator[None]:
-    layers = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for layer in layers:
-        layer.track_running_stats = False
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.track_running_stats = True
-
-
 class ChunkedMoCo(MoCo):
     """The shuffle-BN path before SplitBatchNorm2d: each chunk a whole encoder call of its own, the first
     updating the running statistics."""
@@ -148,11 +134,7 @@ class ChunkedMoCo(MoCo):
         self.splits = splits
 
     def _forward_split(self, encoder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        first, *rest = images.chunk(self.splits)
-        outputs = [encoder(first)]
-        with running_stats_frozen(encoder):
-            outputs += [encoder(chunk) for chunk in rest]
-        return torch.cat(outputs)
+        return chunked_forward(encoder, images, self.splits)
 
 
 def _step(moco: MoCo, views: list[torch.Tensor]) -> list[torch.Tensor]:

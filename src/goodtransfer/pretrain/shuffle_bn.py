@@ -72,3 +72,27 @@ def batchnorm_splits(module: nn.Module, splits: int) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.splits = 1
+
+
+@contextmanager
+def running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running statistics
+    (and ``num_batches_tracked``) as they are."""
+    layers = [m for m in module.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
+
+
+def chunked_forward(encoder: nn.Module, images: torch.Tensor, splits: int) -> torch.Tensor:
+    """The reference for ``SplitBatchNorm2d`` (and shuffle-BN's earlier implementation): a whole encoder
+    call per chunk, the first updating the running statistics; ``splits`` times the convolution calls."""
+    first, *rest = images.chunk(splits)
+    outputs = [encoder(first)]
+    with running_stats_frozen(encoder):
+        outputs += [encoder(chunk) for chunk in rest]
+    return torch.cat(outputs)
