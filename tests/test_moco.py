@@ -11,7 +11,12 @@ import torch.nn.functional as F
 
 from goodtransfer.models.backbone import build_resnet
 from goodtransfer.pretrain.moco import MoCo
-from goodtransfer.pretrain.shuffle_bn import SplitBatchNorm2d, chunked_forward, split_batchnorms
+from goodtransfer.pretrain.shuffle_bn import (
+    SplitBatchNorm2d,
+    chunked_forward,
+    running_stats_frozen,
+    split_batchnorms,
+)
 
 
 def small_moco(K: int = 8, m: float = 0.9, T: float = 0.5, splits: int = 1) -> MoCo:
@@ -185,3 +190,50 @@ def test_split_batchnorm_splits_only_inside_the_moco_encoders():
 def test_split_batchnorms_refuses_other_batchnorm_types():
     with pytest.raises(TypeError, match="BatchNorm1d"):
         split_batchnorms(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_split_batchnorm_layer_equals_batchnorm2d_on_each_chunk(momentum: float | None, channels_last: bool):
+    torch.manual_seed(0)
+    reference = torch.nn.BatchNorm2d(5, momentum=momentum).double()
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-1.0, 1.0)
+    split = split_batchnorms(torch.nn.Sequential(copy.deepcopy(reference)))[0]
+    split.splits = 3
+    images = torch.randn(6, 5, 4, 4, dtype=torch.double) * 2 + 1
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(images)
+    for _ in range(2):  # the second step: cumulative averaging (momentum None) counts the steps
+        x, y = images.clone().requires_grad_(), images.clone().requires_grad_()
+        out = split(x)
+        first, *rest = y.chunk(3)
+        expected = [reference(first)]
+        with running_stats_frozen(reference):
+            expected += [reference(chunk) for chunk in rest]
+        expected = torch.cat(expected)
+        out.backward(grad)
+        expected.backward(grad)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-12)
+    for name, value in reference.state_dict().items():  # running statistics and the step count
+        torch.testing.assert_close(split.state_dict()[name], value, rtol=1e-12, atol=1e-12, msg=name)
+    for ours, theirs in zip(split.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_split_batchnorm_step_under_bf16_autocast_and_channels_last_follows_the_chunked_step():
+    split = small_moco(K=32, splits=2).to(memory_format=torch.channels_last)
+    chunked = ChunkedMoCo(2, encoder=build_resnet("resnet10"), dim=4, K=32, m=0.9, T=0.5, mlp=True)
+    chunked.load_state_dict(split.state_dict())
+    chunked = chunked.to(memory_format=torch.channels_last)
+    views = [torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = _step(split, views), _step(chunked, views)
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-2, atol=1e-2)  # bf16 activations
+    for a, b in zip(got[1:], expected[1:], strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert (a - b).norm() <= 0.05 * b.norm() + 1e-6

@@ -14,10 +14,60 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from goodtransfer.engine.precise_bn import BN_TYPES
+
+aten = torch.ops.aten
+
+
+class _ChunkNorm(torch.autograd.Function):
+    """Batch normalisation of each of ``splits`` chunks of the batch with the chunk's own statistics,
+    each chunk written in place into one output (no concatenation, forward or backward); the first chunk
+    alone updates the running statistics. The kernels are ``F.batch_norm``'s native ones on each chunk."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, factor, eps, splits):  # noqa: ANN001
+        output = torch.empty_like(input)
+        stats = input.new_empty(
+            2, splits, input.shape[1], dtype=torch.promote_types(input.dtype, torch.float)
+        )
+        for i, (chunk, out) in enumerate(zip(input.chunk(splits), output.chunk(splits), strict=True)):
+            mean, var = (running_mean, running_var) if i == 0 else (None, None)
+            aten.native_batch_norm.out(
+                chunk, weight, bias, mean, var, True, factor, eps, out=out, save_mean=stats[0, i],
+                save_invstd=stats[1, i],
+            )  # fmt: skip
+        ctx.save_for_backward(input, weight, stats)
+        ctx.eps, ctx.splits = eps, splits
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        input, weight, stats = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_format(input))
+        grad_input, affine = torch.empty_like(input), weight is not None
+        sums = stats.new_zeros(2, input.shape[1])  # d weight, d bias
+        parts = stats.new_empty(2, input.shape[1])
+        chunks = zip(
+            input.chunk(ctx.splits), grad.chunk(ctx.splits), grad_input.chunk(ctx.splits), strict=True
+        )
+        for i, (chunk, grad_out, out) in enumerate(chunks):
+            aten.native_batch_norm_backward.out(
+                grad_out, chunk, weight, None, None, stats[0, i], stats[1, i], True, ctx.eps,
+                [True, affine, affine], out0=out, out1=parts[0], out2=parts[1],
+            )  # fmt: skip
+            if affine:
+                sums += parts
+        if not affine:
+            return grad_input, None, None, None, None, None, None, None
+        grad_weight, grad_bias = sums.to(weight.dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _format(tensor: torch.Tensor) -> torch.memory_format:
+    channels_last = tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
@@ -29,15 +79,14 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.splits == 1 or not self.training:
             return super().forward(input)
-        first, *rest = input.chunk(self.splits)
-        # The first chunk updates the running statistics (GPU 0's); the others normalise only. Per-chunk
-        # native kernels inside one call measured faster on CPU than one vectorised normalisation over
-        # an (S, N/S, C, H, W) view (bench/pretrain_throughput.py's notes), and are bitwise the kernels
-        # of a chunk-by-chunk forward.
-        outputs = [super().forward(first)]
-        for chunk in rest:
-            outputs.append(F.batch_norm(chunk, None, None, self.weight, self.bias, True, 0.0, self.eps))
-        return torch.cat(outputs)
+        factor = 0.0
+        if self.track_running_stats:  # the first chunk's update, as BatchNorm2d.forward makes it
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        input = input.contiguous(memory_format=_format(input))
+        return _ChunkNorm.apply(
+            input, self.weight, self.bias, self.running_mean, self.running_var, factor, self.eps, self.splits
+        )
 
 
 def split_batchnorms(module: nn.Module) -> nn.Module:
