@@ -24,7 +24,11 @@ aten = torch.ops.aten
 class _ChunkNorm(torch.autograd.Function):
     """Batch normalisation of each of ``splits`` chunks of the batch with the chunk's own statistics,
     each chunk written in place into one output (no concatenation, forward or backward); the first chunk
-    alone updates the running statistics. The kernels are ``F.batch_norm``'s native ones on each chunk."""
+    alone updates the running statistics. The kernels are ``F.batch_norm``'s native ones on each chunk.
+
+    Why per-chunk kernels written in place (ResNet-50 on one CPU thread): one vectorised normalisation
+    over an (S, N/S, C, H, W) view took 2.5-3x a BatchNorm's forward+backward; per-chunk ``F.batch_norm``
+    with concatenation cost 6-8% of the MoCo step; in place the layer is on par with an unsplit one."""
 
     @staticmethod
     def forward(ctx, input, weight, bias, running_mean, running_var, factor, eps, splits):  # noqa: ANN001
