@@ -203,7 +203,7 @@ def downstream_metrics(protocol, run):
     """The metrics.json of each seed of ``run`` under ``protocol``."""
     return [
         f"results/{protocol}/{run}/seed{seed}/metrics.json"
-        for seed in gtc.downstream_seeds(config, protocol)
+        for seed in gtc.downstream_seeds(config, protocol, run)
     ]
 
 
@@ -230,9 +230,9 @@ def table_reference(table):
     )
 
 
-def table_band(table):
-    """The table's band, else the report's; None: no cell is marked."""
-    return config["tables"][table].get("band", config["report"].get("band"))
+def table_tolerance(table):
+    """The table's tolerance settings, else the report's; None: no cell is marked."""
+    return config["tables"][table].get("tolerance", config["report"].get("tolerance"))
 
 
 def finished_runs(wildcards):
@@ -257,6 +257,16 @@ def inversion_figures_pattern():
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
+def lpips_files(entry):
+    """The LPIPS files an inversion figure reads: the feature network, and its linear layers if named."""
+    settings = entry["settings"]
+    return [
+        path
+        for path in (settings["lpips_weights"], settings.get("lpips_linear"))
+        if path
+    ]
+
+
 def inversion_spec(entry):
     """What an inversion figure's `invert` job depends on: its runs and images, and its settings with the
     compute settings and seed (a caption edit redraws the figure, not the inversions).
@@ -273,6 +283,11 @@ def figure_analyses(entry):
     ]
 
 
+def paper_values(entry):
+    """The file of the paper's values a figure draws beside ours, if it names one."""
+    return [entry["paper"]["values"]] if "paper" in entry else []
+
+
 def fp_analysis_options(protocol):
     """Hoiem-style analysis settings of the figures drawn from ``protocol`` (the same for all of them)."""
     for entry in config.get("figures", {}).values():
@@ -281,7 +296,58 @@ def fp_analysis_options(protocol):
     return {}
 
 
+def deviations_registry():
+    """The registry of departures from the paper, if the config names one (report.deviations)."""
+    entry = config["report"].get("deviations")
+    return [entry["registry"]] if entry else []
+
+
+def deviations_args():
+    """`goodtransfer table` arguments that put the registry's notes under a table."""
+    entry = config["report"].get("deviations")
+    return (
+        ["--deviations", entry["registry"], "--scale", entry["scale"]] if entry else []
+    )
+
+
 def report_figures():
     return [
         f"results/figures/{name}.json" for name in config["report"].get("figures", [])
     ]
+
+
+def claim_inputs(claim):
+    """The files a claim reads: per-seed metrics of its runs, a false-positive analysis per run, or an
+    inversion figure's metrics."""
+    kind = claim.get("kind", "difference")
+    if kind == "fp_share":
+        return {
+            side: f"results/fp_analysis/{claim['protocol']}/{claim[side]}.json"
+            for side in ("a", "b")
+        }
+    if kind == "distance":
+        return {"metrics": f"results/inversion/{claim['figure']}/metrics.json"}
+    return {
+        f"{claim['protocol']}/{run}": [
+            path
+            for replica in gtc.pretrain_replicas(config, run)
+            for path in downstream_metrics(claim["protocol"], replica)
+        ]
+        for run in gtc.claim_runs(claim)
+    }
+
+
+def checked_claims():
+    """The claims `report.claims` lists, id -> declaration, in that order."""
+    return {name: config["claims"][name] for name in gtc.checked_claims(config)}
+
+
+def checked_claim_inputs():
+    return {name: claim_inputs(claim) for name, claim in checked_claims().items()}
+
+
+def flat_files(inputs):
+    if isinstance(inputs, str):
+        return [inputs]
+    values = inputs.values() if isinstance(inputs, dict) else inputs
+    return [path for value in values for path in flat_files(value)]

@@ -1,5 +1,6 @@
 # Figures (paper Sec. 2.3, App. F): each figure of the config's `figures` section is a target named after
-# it, drawn from analyses of the runs it names; the report includes those listed in `report.figures`.
+# it, drawn from analyses of the runs it names beside the paper's values (its `paper` key); the report
+# includes those listed in `report.figures`.
 
 
 rule fp_analysis:
@@ -33,7 +34,8 @@ for _figure, _entry in config.get("figures", {}).items():
         name:
             _figure
         input:
-            figure_analyses(_entry),
+            analyses=figure_analyses(_entry),
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -51,7 +53,8 @@ for _figure, _entry in config.get("figures", {}).items():
             name=_figure,
             spec=spec_json(_entry),
         shell:
-            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q} --analyses {input:q}"
+            "python -m goodtransfer figure --name {params.name:q} --spec {params.spec:q}"
+            " --analyses {input.analyses:q}"
             " --out-pdf {output.pdf:q} --out-json {output.record:q} 2> {log:q}"
 
 
@@ -63,7 +66,7 @@ rule invert:
             checkpoint_of(run["run"]) for run in config["figures"][w.figure]["runs"]
         ],
         data=lambda w: dataset_check(config["figures"][w.figure]["images"]["dataset"]),
-        lpips=lambda w: config["figures"][w.figure]["settings"]["lpips_weights"],
+        lpips=lambda w: lpips_files(config["figures"][w.figure]),
     output:
         metrics="results/inversion/{figure}/metrics.json",
         grid="results/inversion/{figure}/reconstructions.pdf",
@@ -96,6 +99,7 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             metrics=f"results/inversion/{_figure}/metrics.json",
             grid=f"results/inversion/{_figure}/reconstructions.pdf",
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",
@@ -134,6 +138,26 @@ rule random_lpips_network:
         "python -m goodtransfer random-network --net {wildcards.net:q} --seed {params.seed} --out {output:q} 2> {log:q}"
 
 
+# Paper scale: LPIPS's ImageNet-trained SqueezeNet (torchvision's file) and LPIPS's linear layers (the lpips
+# package's weights/v0.1/squeeze.pth), fetched once as released checkpoints are; addresses in the registry.
+# Without network access, place the file the config names there yourself: then nothing is fetched.
+rule fetch_lpips_weights:
+    output:
+        "checkpoints/lpips/{name}.pth",
+    log:
+        "logs/lpips/{name}.log",
+    wildcard_constraints:
+        name="[^/]+",
+    conda:
+        PYTHON_ENV
+    container:
+        PYTHON_CONTAINER
+    params:
+        url=lambda w: released_url(w.name, "paper/reference/lpips_weights.yaml"),
+    shell:
+        "python -m goodtransfer fetch --url {params.url:q} --out {output:q} 2> {log:q}"
+
+
 # Figure 4: VOC07 AP against pretraining epoch (backbones kept every `keep_every` epochs) and against
 # fine-tuning iteration (a run of `curve_protocol`, evaluated every `eval_period` iterations).
 for _figure, _entry in config.get("figures", {}).items():
@@ -147,6 +171,7 @@ for _figure, _entry in config.get("figures", {}).items():
         input:
             epochs=[path for by_epoch in _epochs.values() for path in by_epoch.values()],
             curves=list(_curves.values()),
+            paper=paper_values(_entry),
         output:
             pdf=report(
                 f"paper/build/figures/{_figure}.pdf",

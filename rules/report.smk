@@ -6,6 +6,7 @@ rule table_json:
     input:
         lambda w: [path for paths in table_metrics(w.table).values() for path in paths],
         reference=lambda w: table_reference(w.table),
+        deviations=deviations_registry(),
     output:
         report(
             "results/tables/{table}.json",
@@ -22,13 +23,16 @@ rule table_json:
         declaration=lambda w: spec_json(config["tables"][w.table]),
         metrics=lambda w: spec_json(table_metrics(w.table)),
         note=config["report"]["scale_note"],
-        band=lambda w: (
-            [] if table_band(w.table) is None else ["--band", table_band(w.table)]
+        tolerance=lambda w: (
+            []
+            if table_tolerance(w.table) is None
+            else ["--tolerance", spec_json(table_tolerance(w.table))]
         ),
+        deviations=deviations_args(),
     shell:
         "python -m goodtransfer table --name {wildcards.table:q} --declaration {params.declaration:q}"
-        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.band:q}"
-        " --out {output:q} 2> {log:q}"
+        " --metrics {params.metrics:q} --reference {input.reference:q} --note {params.note:q} {params.tolerance:q}"
+        " {params.deviations:q} --out {output:q} 2> {log:q}"
 
 
 rule table_tex:
@@ -60,7 +64,8 @@ for _table in config["tables"]:
 
 rule report_context:
     input:
-        expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
+        deviations=deviations_registry(),
     output:
         "results/report/context.json",
     log:
@@ -73,7 +78,7 @@ rule report_context:
         config=spec_json(config),
         scale_note=config["report"]["scale_note"],
     shell:
-        "python -m goodtransfer report-context --tables {input:q} --config {params.config:q}"
+        "python -m goodtransfer report-context --tables {input.tables:q} --config {params.config:q}"
         " --scale-note {params.scale_note:q} --out {output:q} 2> {log:q}"
 
 
@@ -82,6 +87,7 @@ rule report:
         tables=expand("results/tables/{table}.json", table=config["report"]["tables"]),
         context="results/report/context.json",
         figures=report_figures(),
+        claims=["results/claims.json"] if gtc.checked_claims(config) else [],
         templates=["paper/report.tex.j2", "paper/tables/table.tex.j2"],
     output:
         tex="paper/build/report.tex",
@@ -96,6 +102,10 @@ rule report:
         REPORT_ENV
     container:
         REPORT_CONTAINER
+    params:
+        claims=lambda w, input: (
+            f"--claims {shlex.quote(input.claims[0])}" if input.claims else ""
+        ),
     shell:
         "python -m goodtransfer.report.render report --tables {input.tables:q} --context {input.context:q}"
-        " --figures {input.figures:q} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"
+        " --figures {input.figures:q} {params.claims} --templates paper --out-tex {output.tex:q} --out-pdf {output.pdf:q} 2> {log:q}"

@@ -11,6 +11,7 @@ import pytest
 from goodtransfer.config import deep_merge
 from goodtransfer.config_check import check_config
 from goodtransfer.io import InputError, read_yaml
+from goodtransfer.schema import NESTED_OVERRIDE_HINT, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = read_yaml(ROOT / "config.yaml")
@@ -26,7 +27,24 @@ def test_shipped_configs_pass_the_check(overlays):
     config = CONFIG
     for overlay in overlays:
         config = deep_merge(config, read_yaml(ROOT / overlay))
+    validate_config(config)
     check_config(config)
+
+
+def test_text_standing_for_a_number_fails_the_schema_and_names_the_overlay_file():
+    # What `--config 'seeds={default: 3}'` gives the workflow: Snakemake leaves nested values as text.
+    with pytest.raises(InputError) as caught:
+        validate_config(deep_merge(CONFIG, {"seeds": {"default": "3"}}))
+    assert str(caught.value) == (
+        f"config: seeds.default: '3' is not of type 'integer'{NESTED_OVERRIDE_HINT} (config.schema.yaml)"
+    )
+    assert "overlay file" in NESTED_OVERRIDE_HINT and "--configfile" in NESTED_OVERRIDE_HINT
+
+
+def test_text_that_is_no_number_fails_without_the_overlay_hint():
+    with pytest.raises(InputError) as caught:
+        validate_config(deep_merge(CONFIG, {"seeds": {"default": "many"}}))
+    assert str(caught.value) == "config: seeds.default: 'many' is not of type 'integer' (config.schema.yaml)"
 
 
 def _fails(edit, *fragments):

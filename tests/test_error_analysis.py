@@ -220,8 +220,11 @@ def test_fp_breakdown_pdf_is_valid_deterministic_and_follows_the_data(tmp_path: 
     assert first.read_bytes() != changed.read_bytes()
     text, changed_text = _pdf_text(first), _pdf_text(changed)
     if text is not None and changed_text is not None:  # the Loc share is printed above each bar
-        assert "67" in text and "33" not in text and "MoCo" in text and "cat" in text
-        assert "33" in changed_text and "67" not in changed_text
+        words, changed_words = text.split(), changed_text.split()
+        assert "67" in words and "33" not in words and "MoCo" in text and "cat" in text
+        assert "33" in changed_words and "67" not in changed_words
+        # and each run's mean over the classes in the panel's title (dog has no false positive)
+        assert "ours: mean Loc share Supervised 0.0%, MoCo 33.3%" in " ".join(words)
 
 
 def test_fp_trend_pdf_embeds_fonts_and_returns_the_shares(tmp_path: Path) -> None:

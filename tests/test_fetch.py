@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from goodtransfer.fetch import fetch, released_url
-from goodtransfer.io import InputError, read_json
+from goodtransfer.io import InputError, read_json, read_yaml
 from tests.workflow import ROOT
 
 REGISTRY = ROOT / "paper/reference/released_checkpoints.yaml"
@@ -26,8 +27,9 @@ def test_fetch_copies_the_file_and_records_url_and_sha256(tmp_path):
 def test_unreachable_address_fails_naming_it_and_writes_nothing(tmp_path):
     out = tmp_path / "x.pth"
     missing = (tmp_path / "absent.pth").as_uri()
-    with pytest.raises(InputError, match="absent.pth: could not fetch"):
+    with pytest.raises(InputError, match="absent.pth: could not fetch") as caught:
         fetch(missing, out)
+    assert f"copy the file to {out} by hand" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -88,3 +90,17 @@ def test_every_released_checkpoint_has_a_dvc_import_url_line():
         in lines
     )
     assert len(lines) == len(set(lines)) >= 20
+
+
+def test_every_lpips_file_of_the_paper_preset_has_an_address():
+    figures = read_yaml(ROOT / "presets/paper.yaml")["figures"]
+    named = {
+        path
+        for entry in figures.values()
+        for key in ("lpips_weights", "lpips_linear")
+        if (path := entry.get("settings", {}).get(key))
+    }
+    assert named == {"checkpoints/lpips/squeezenet1_1-b8a52dc0.pth", "checkpoints/lpips/squeeze.pth"}
+    lpips = ROOT / "paper/reference/lpips_weights.yaml"
+    for path in named:
+        assert released_url(Path(path).stem, lpips).endswith(f"/{Path(path).name}")

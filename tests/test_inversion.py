@@ -250,7 +250,9 @@ def test_invert_command_writes_work_dir_outputs_and_the_figure_only_reads_them(
                "--out-pdf", str(out / "figure2.pdf"), "--out-json", str(out / "figure2.json")]  # fmt: skip
     assert main(command) == 0
     record = json.loads((out / "figure2.json").read_text())
-    assert record["heights"] == {label: metrics[label]["lpips_mean"] for label in checkpoints}
+    assert record["means"]["ours"] == {label: metrics[label]["lpips_mean"] for label in checkpoints}
+    assert record["ours"] == {label: metrics[label]["lpips_per_image"] for label in checkpoints}
+    assert record["paper"] is None  # Fig. 2: the paper shows images, no values
     assert record["runs"]["moco"] == {"run": "moco-run", "checkpoint": str(checkpoints["moco"])}
     assert [Path(p).name for p in record["images"]] == ["img0.png", "img1.png"]
     assert (out / "figure2.pdf").read_bytes() == (work / "reconstructions.pdf").read_bytes()

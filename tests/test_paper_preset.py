@@ -13,13 +13,8 @@ from tests.workflow import ROOT, copy_workflow, planned_jobs, snakemake
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("paper"))
-    # LPIPS's weights are the user's local files (nothing is downloaded); a dry run only needs them present.
-    lpips = workdir / "checkpoints/lpips"
-    lpips.mkdir(parents=True)
-    for name in ("squeezenet1_1-b8a52dc0.pth", "squeeze.pth"):
-        (lpips / name).write_bytes(b"placeholder")
-    return workdir
+    # LPIPS's weights come from rule fetch_lpips_weights (paper/reference/lpips_weights.yaml).
+    return copy_workflow(tmp_path_factory.mktemp("paper"))
 
 
 def test_paper_preset_plans_every_job_of_the_report(workdir):
@@ -27,17 +22,24 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
     rules = Counter(rule for rule, _ in jobs)
-    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34;
-    # 3 Mini-ImageNet and 4 CelebA runs (Scratch included); one linear readout per ImageNet-scale model.
+    # 32 ImageNet-scale pretrainings + 2 released detector/segmenter backbones (Table 2) = the paper's 34,
+    # + SupCon (Tables 3 and 9, not in the paper); 3 Mini-ImageNet and 4 CelebA runs (Scratch included);
+    # one linear readout per ImageNet-scale model.
     protocols = Counter(
         wildcards.split(",")[0].removeprefix("protocol=") for rule, wildcards in jobs if rule == "downstream"
     )
-    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (41, 2, 34)
-    # VOC07: 28 models (Tables 1, 2, 3, 6) x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5 seeds.
+    # pretrain_seeds: MoCo-v2 and Exemplar-v2 twice more each (4 replicas, read out linearly too); SupCon
+    # (Tables 3 and 9's control, not in the paper) once.
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (42 + 4, 2, 35 + 4)
+    assert rules["fetch_lpips_weights"] == 2  # LPIPS's SqueezeNet and its linear layers (Figures 2 and 6)
+    # VOC07: 29 models (Tables 1, 2, 3, 6) and the 4 replicas x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5
+    # seeds. COCO and Cityscapes: 26 models once, the 2 claim-bearing models of Table 3 and their 4
+    # replicas 3 times (seeds.claims).
     assert protocols == {
-        "linear": 34, "voc07": 28 * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5, "coco": 25, "cityscapes": 25,
-        "fewshot": 3, "mafl": 4,
+        "linear": 39, "voc07": (29 + 4) * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5,
+        "coco": 24 + 6 * 3, "cityscapes": 24 + 6 * 3, "fewshot": 3, "mafl": 4,
     }  # fmt: skip
+    assert rules["claims"] == 1 and len(jobs) == 446  # 374 + claims 61, LPIPS fetches 2, SupCon 9
     assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))
     assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
 
@@ -91,8 +93,11 @@ def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
     }
     table4 = {"fewshot-supervised", "fewshot-mocov2", "fewshot-exemplarv2"}
     table5 = {"mafl-scratch", "mafl-supervised", "mafl-mocov2", "mafl-exemplarv2"}
-    assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} == runs
-    assert len(runs) == 42
+    replicas = {
+        f"{run}+s{index}" for run in ("mocov2-frcgb", "exemplarv2") for index in (1, 2)
+    }  # pretrain_seeds
+    assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} | replicas == runs
+    assert len(runs) == 42 + 4
 
 
 def test_exemplar_and_table10_settings_follow_the_paper():
@@ -183,7 +188,9 @@ def test_released_preset_regenerates_tables_1_to_3_from_the_authors_checkpoints(
     assert len(commands) == 25 and all('"import_from": "checkpoints/released/' in line for line in commands)
     protocols = Counter(w.split(",")[0].removeprefix("protocol=") for r, w in jobs if r == "downstream")
     # the calibration table adds FAIR MoCo-v1's VOC07+12 runs (5 seeds) to Tables 1-3's jobs
-    assert protocols == {"linear": 25, "voc07": 25 * 5, "voc0712": 5, "coco": 25, "cityscapes": 25}
+    # and the claim-bearing Table 3 models (MoCo-v2, Exemplar-v2) run COCO and Cityscapes 3 times
+    assert protocols == {"linear": 25, "voc07": 25 * 5, "voc0712": 5, "coco": 25 + 4, "cityscapes": 25 + 4}
+    assert rules["claims"] == 1
     assert rules["table_json"] == 7 and "figure4" not in rules
     assert "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/" in done.stdout
 

@@ -71,6 +71,8 @@ def test_preset_reads_the_same_in_snakemake_and_in_the_tests(preset):
 
 def resolved_specs(config: Mapping[str, Any]) -> dict[str, Any]:
     """Every job spec the workflow derives from ``config``, and the raw sections the rules read directly."""
+    config = json.loads(json.dumps(config))
+    gtc.add_pretrain_replicas(config)  # as the Snakefile does: pretrain_seeds replicas are runs
     specs: dict[str, Any] = {
         f"pretrain/{run}": gtc.pretrain_spec(config, run) for run in gtc.pretrain_runs(config)
     }
@@ -83,6 +85,12 @@ def resolved_specs(config: Mapping[str, Any]) -> dict[str, Any]:
         specs[f"downstream/{protocol}/extra_train"] = gtc.extra_train_sets(config, protocol)
     protocols = [*gtc.downstream_protocols(config), "default"]
     specs["seeds"] = {protocol: gtc.downstream_seeds(config, protocol) for protocol in protocols}
+    specs["claim_seeds"] = {
+        f"{claim['protocol']}/{run}": gtc.downstream_seeds(config, claim["protocol"], run)
+        for claim in (config["claims"][name] for name in gtc.checked_claims(config))
+        for run in gtc.claim_replicas(config, claim)
+    }
+    specs["claims"] = {name: config["claims"][name] for name in gtc.checked_claims(config)}
     for table, declaration in config["tables"].items():
         specs[f"tables/{table}"] = {**declaration, "runs": gtc.table_runs(config, table)}
     specs.update({f"figures/{name}": entry for name, entry in config.get("figures", {}).items()})

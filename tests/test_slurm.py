@@ -67,12 +67,13 @@ def _run_through_slurm(workdir, target, *configfiles):
 def _accounting(stderr: str) -> list[dict[str, str]]:
     """sacct's record of every job of the run whose output is ``stderr`` (the run ID is the job name)."""
     run_id = re.search(r"SLURM run ID: (\S+)", stderr).group(1)
-    fields = ["Comment", "State", "Partition", "AllocCPUS", "ReqMem"]
+    fields = ["Comment", "State", "Partition", "AllocCPUS", "ReqMem", "SubmitLine"]  # SubmitLine may hold |
     listed = subprocess.run(
         ["sacct", "-n", "-X", "-P", "-S", "now-1days", "--name", run_id, "-o", ",".join(fields)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return [dict(zip(fields, line.split("|"), strict=True)) for line in listed.splitlines()]
+    rows = [line.split("|", len(fields) - 1) for line in listed.splitlines()]
+    return [dict(zip(fields, row, strict=True)) for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,11 @@ def test_every_job_ran_as_a_completed_slurm_job_with_the_profile_resources(slurm
     assert {(job["State"], job["Partition"], job["AllocCPUS"], job["ReqMem"]) for job in jobs} == {
         ("COMPLETED", "debug", "1", "1000M")
     }
+    # The sbatch line SLURM recorded: pretraining asks for one node (the profile's `nodes: 1`), the others
+    # leave it to SLURM.
+    submitted = {job["Comment"]: job["SubmitLine"] for job in jobs}
+    assert "--nodes=1" in submitted["rule_pretrain_wildcards_supervised-f"]
+    assert "--nodes" not in submitted["rule_generate_imagenet"]
     assert len(list((workdir / ".snakemake/slurm_logs/rule_pretrain/supervised-f").glob("*.log"))) == 1
 
 

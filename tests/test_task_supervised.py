@@ -15,7 +15,7 @@ from goodtransfer.io import InputError
 from goodtransfer.models.backbone import build_resnet
 from goodtransfer.pretrain.task_supervised import initial_checkpoint
 from goodtransfer.pretrain.train import pretrain
-from goodtransfer.transfer import coco_instance, deeplab
+from goodtransfer.transfer import coco_instance, deeplab, detection_training
 from goodtransfer.transfer.c4 import backbone_keys_loaded
 
 ARCH = "resnet10"
@@ -134,7 +134,7 @@ def test_coco_task_run_trains_a_detector_saves_its_backbone_and_resumes(
         raise KeyboardInterrupt("killed after training")
 
     with monkeypatch.context() as patch:
-        patch.setattr(coco_instance, "_precise_bn", killed)
+        patch.setattr(detection_training, "_precise_bn_batches", killed)
         with pytest.raises(KeyboardInterrupt):
             pretrain(spec, root, again, state, tmp_path / "again.json")
     assert not again.exists()

@@ -57,12 +57,12 @@ def test_record_series_are_the_metrics_with_epochs_sorted(tmp_path: Path) -> Non
     )
     assert (tmp_path / "f.pdf").read_bytes().startswith(b"%PDF")
     assert json.loads((tmp_path / "f.json").read_text()) == record
-    moco = record["series"]["MoCo-v2"]
+    moco = record["ours"]["MoCo-v2"]
     assert moco["pretrain_epochs"] == {"epochs": [5, 10, 15], "AP": [30.0, 35.0, 38.0],
                                        "AP50": [50.0, 55.0, 58.0], "AP75": [25.0, 30.0, 33.0]}  # fmt: skip
     assert moco["finetune_iters"] == {"iterations": [3, 6], "AP": [15.0, 28.0], "AP50": [35.0, 48.0],
                                       "AP75": [10.0, 23.0]}  # fmt: skip
-    assert record["series"]["Supervised"]["pretrain_epochs"]["AP"] == [20.0, 25.0, 30.0]
+    assert record["ours"]["Supervised"]["pretrain_epochs"]["AP"] == [20.0, 25.0, 30.0]
     assert record["sources"]["Supervised"] == {
         "epochs": {str(e): epochs["Supervised"][e] for e in (5, 10, 15)},
         "curve": curves["Supervised"],
@@ -73,7 +73,7 @@ def test_changing_one_input_ap_changes_the_recorded_series(tmp_path: Path) -> No
     changed = {**EPOCH_AP, "Supervised": {**EPOCH_AP["Supervised"], 10: 26.5}}
     before, after = (
         make_training_curves_figure("figure4", SPEC, *_inputs(tmp_path / k, ap), tmp_path / "f.pdf",
-                                    tmp_path / f"{k}.json")["series"]
+                                    tmp_path / f"{k}.json")["ours"]
         for k, ap in (("a", EPOCH_AP), ("b", changed))
     )  # fmt: skip
     assert before["Supervised"]["pretrain_epochs"]["AP"] == [20.0, 25.0, 30.0]
@@ -112,7 +112,7 @@ def test_figure_command_plots_training_curves(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((out / "figure4.json").read_text())
     assert record["kind"] == "training_curves" and record["pdf"] == str(out / "figure4.pdf")
-    assert record["series"]["Supervised"]["finetune_iters"]["AP"] == [10.0, 21.0]
+    assert record["ours"]["Supervised"]["finetune_iters"]["AP"] == [10.0, 21.0]
     command[command.index("--curve-metrics") + 1] = json.dumps({**curves, "MoCo-v2": epochs["MoCo-v2"][5]})
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 2 and f"{epochs['MoCo-v2'][5]}: field 'curve' missing" in done.stderr

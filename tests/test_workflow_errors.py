@@ -35,6 +35,19 @@ def test_wrong_type_fails_naming_the_key(workdir):
     assert "config: downstream.voc07.max_iter: 'many' is not of type 'integer'" in done.stdout + done.stderr
 
 
+def test_nested_config_override_fails_naming_the_overlay_file_and_the_overlay_plans(workdir):
+    done = snakemake(workdir, "-n", "--config", "seeds={voc07: 2}")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "config: seeds.voc07: '2' is not of type 'integer'" in output
+    assert "put the change in an overlay file" in output
+    write_config(workdir / "overlay.yaml", {"seeds": {"voc07": 2}})
+    done = snakemake(
+        workdir, "-n", "results/voc07/mocov2-frcgb/seed1/metrics.json", "--configfile", "overlay.yaml"
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_missing_dataset_folder_fails_naming_the_folder(workdir, tmp_path):
     missing = tmp_path / "no-such-imagenet"
     write_config(

@@ -47,13 +47,27 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _table(args: argparse.Namespace) -> None:
     from goodtransfer.report.tables import build_table
+    from goodtransfer.report.tolerance import Tolerance
 
     declaration = json.loads(args.declaration)
     metrics = json.loads(args.metrics)
-    table = build_table(
-        args.name, declaration, metrics, read_yaml(args.reference), args.note or [], args.band
-    )
+    tolerance = None if args.tolerance is None else Tolerance.from_dict(json.loads(args.tolerance))
+    notes = list(args.note or [])
+    if args.deviations:
+        from goodtransfer.report import deviations as dv
+
+        entries = dv.at_scale(dv.load_registry(args.deviations), args.scale)
+        notes += dv.note(dv.touching_table(entries, args.name, declaration))
+    table = build_table(args.name, declaration, metrics, read_yaml(args.reference), notes, tolerance)
     write_json(args.out, table)
+
+
+def _claims(args: argparse.Namespace) -> None:
+    from goodtransfer.report.claims import evaluate_claims
+
+    write_json(
+        args.out, evaluate_claims(json.loads(args.claims), json.loads(args.inputs), read_yaml(args.reference))
+    )
 
 
 def _report_context(args: argparse.Namespace) -> None:
@@ -211,11 +225,25 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument(
         "--metrics", required=True, help="JSON mapping 'protocol/run' to the metrics.json of each seed"
     )
-    table.add_argument("--band", type=float, help="mark cells further than this from the paper's number")
+    table.add_argument(
+        "--tolerance", help="JSON {level, paper_runs, paper_std}: mark cells further than the seeds explain"
+    )
     table.add_argument("--reference", type=Path, required=True)
     table.add_argument("--note", action="append")
+    table.add_argument(
+        "--deviations", type=Path, help="registry of departures: note those touching the table"
+    )
+    table.add_argument(
+        "--scale", choices=("embedded", "paper", "released"), default="embedded", help="of --deviations"
+    )
     table.add_argument("--out", type=Path, required=True)
     table.set_defaults(func=_table)
+    claims = sub.add_parser("claims", help="check the paper's claims with paired statistics")
+    claims.add_argument("--claims", required=True, help="the config's claims section, JSON")
+    claims.add_argument("--inputs", required=True, help="JSON mapping each claim to its metrics files")
+    claims.add_argument("--reference", type=Path, required=True)
+    claims.add_argument("--out", type=Path, required=True)
+    claims.set_defaults(func=_claims)
     context = sub.add_parser("report-context", help="collect the report's provenance")
     context.add_argument("--tables", type=Path, nargs="+", required=True)
     context.add_argument("--config", required=True, help="the workflow config, JSON")

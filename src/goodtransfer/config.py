@@ -58,7 +58,28 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
         spec["data_kind"] = dataset["kind"]
         if "pretrain_partitions" in dataset:  # CelebA: which of list_eval_partition.txt's partitions
             spec["partitions"] = dataset["pretrain_partitions"]
-    return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": config["seed"]}
+    seed = config["seed"] + spec.pop("seed_offset", 0)  # a pretrain_seeds replica's own seed
+    return {**spec, **config["compute"], "run": run, "recipe": recipe_name, "seed": seed}
+
+
+REPLICA = re.compile(r"(?P<run>.+)\+s(?P<index>[0-9]+)")
+
+
+def pretrain_replicas(config: Mapping[str, Any], run: str) -> list[str]:
+    """``run`` and its ``pretrain_seeds`` replicas: 'exemplarv2', 'exemplarv2+s1', 'exemplarv2+s2' for 3."""
+    count = (config.get("pretrain_seeds") or {}).get(run, 1)
+    return [run, *(f"{run}+s{index}" for index in range(1, count))]
+
+
+def add_pretrain_replicas(config: dict[str, Any]) -> None:
+    """Add each ``pretrain_seeds`` replica to ``pretrain.runs`` (in place, as the Snakefile loads the config):
+    the run's entry with ``seed_offset`` k, so it pretrains from seed + k and is otherwise the same run."""
+    runs = config["pretrain"]["runs"]
+    for run, count in (config.get("pretrain_seeds") or {}).items():
+        if run not in runs:
+            raise InputError(f"config: pretrain_seeds: {run!r} is not a run of pretrain.runs")
+        for index in range(1, count):
+            runs.setdefault(f"{run}+s{index}", {**runs[run], "seed_offset": index})
 
 
 LENGTH_KEYS = ("epochs", "train_samples")
@@ -113,14 +134,51 @@ def dataset_of(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(_lookup(config, "datasets", name))
 
 
-def downstream_seeds(config: Mapping[str, Any], protocol: str) -> list[int]:
+def downstream_seeds(config: Mapping[str, Any], protocol: str, run: str | None = None) -> list[int]:
     """The seeds of a protocol's repeated runs: ``seeds.<protocol>`` (else ``seeds.default``, else 1) runs,
-    seeded ``seed``, ``seed`` + 1, ...; a table cell is their mean and standard deviation."""
+    seeded ``seed``, ``seed`` + 1, ...; a table cell is their mean and standard deviation. A ``run`` that
+    a claim compares on ``protocol`` gets at least the claim's ``seeds`` (else ``seeds.claims.<protocol>``):
+    claims pair runs by seed, so a few rows get seeds without multiplying every table's jobs."""
     counts = config.get("seeds", {})
     count = counts.get(protocol, counts.get("default", 1))
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InputError(f"config: seeds.{protocol}: expected a whole number of runs >= 1, got {count!r}")
+    if run is not None:
+        count = max(count, claim_seeds(config, protocol, run))
     return [config["seed"] + index for index in range(count)]
+
+
+def claim_runs(claim: Mapping[str, Any]) -> list[str]:
+    """The pretraining runs a table-cell claim (kind difference or spread) compares; [] for the others."""
+    if claim.get("kind", "difference") not in ("difference", "spread"):
+        return []
+    baseline = claim.get("baseline") or {}
+    sides = [claim.get("a"), claim.get("b"), baseline.get("a"), baseline.get("b")]
+    return [run for side in sides if side for run in (side if isinstance(side, list) else [side])]
+
+
+def claim_replicas(config: Mapping[str, Any], claim: Mapping[str, Any]) -> list[str]:
+    """``claim_runs`` with each run's ``pretrain_seeds`` replicas."""
+    return [replica for run in claim_runs(claim) for replica in pretrain_replicas(config, run)]
+
+
+def checked_claims(config: Mapping[str, Any]) -> list[str]:
+    """The claims the workflow checks (``report.claims``, in order); the others are only declared."""
+    return list(config.get("report", {}).get("claims", []))
+
+
+def claim_seeds(config: Mapping[str, Any], protocol: str, run: str) -> int:
+    """The most seeds a checked claim asks of ``run`` on ``protocol`` (0: none compares it there)."""
+    default = config.get("seeds", {}).get("claims", {}).get(protocol, 0)
+    claims = config.get("claims") or {}
+    return max(
+        (
+            max(claims[name].get("seeds", 0), default)
+            for name in checked_claims(config)
+            if claims[name].get("protocol") == protocol and run in claim_replicas(config, claims[name])
+        ),
+        default=0,
+    )
 
 
 def _seed(config: Mapping[str, Any], seed: int | None) -> int:
@@ -190,6 +248,6 @@ def extra_train_sets(config: Mapping[str, Any], protocol: str) -> list[tuple[str
 
 
 def table_runs(config: Mapping[str, Any], table: str) -> list[str]:
-    """Every pretraining run that appears as a row of ``table``."""
+    """Every pretraining run that appears as a row of ``table`` (a quoted row has none)."""
     declaration = _lookup(config, "tables", table)
-    return [row["run"] for group in declaration["groups"] for row in group["rows"]]
+    return [row["run"] for group in declaration["groups"] for row in group["rows"] if "run" in row]

@@ -24,7 +24,7 @@ NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 NAME_RULE = "letters, digits and . _ + - only, not starting with '.'"
 EPOCH_REF = gtc.EPOCH_RUN
 # results/<name>/ folders the workflow itself writes: a protocol of that name would share them.
-RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report")
+RESERVED = ("pretrain", "datasets", "tables", "figures", "fp_analysis", "inversion", "report", "claims")
 NAMED_SECTIONS = ("datasets", "pretrain.recipes", "pretrain.runs", "downstream", "tables", "figures")
 # Kinds a run can pretrain on (data.registry.pretraining_images); coco and cityscapes images have one class.
 PRETRAIN_KINDS = ("imagefolder", "miniimagenet", "celeba", "coco", "cityscapes")
@@ -44,6 +44,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_tables(config)
     check_figures(config)
     check_report(config)
+    from goodtransfer.claims_check import check_claims  # it builds on this module's helpers
+
+    check_claims(config)
 
 
 def fail(key: str, message: str) -> None:
@@ -339,7 +342,7 @@ def detection_protocols(config: Mapping[str, Any]) -> list[str]:
 
 
 def check_seeds(config: Mapping[str, Any]) -> None:
-    known = ["default", *section(config, "downstream")]
+    known = ["default", "claims", *section(config, "downstream")]
     for name in config.get("seeds", {}):
         expect_in("seeds", name, known, "a protocol (or default)")
 
@@ -363,7 +366,8 @@ def check_tables(config: Mapping[str, Any]) -> None:
             )
         for g, group in enumerate(entry["groups"]):
             for r, row in enumerate(group["rows"]):
-                check_run_ref(config, f"{key}.groups[{g}].rows[{r}].run", row["run"], epochs_allowed=True)
+                if "run" in row:  # else a quoted row: the paper's numbers only (schema: reference_row)
+                    check_run_ref(config, f"{key}.groups[{g}].rows[{r}].run", row["run"], epochs_allowed=True)
 
 
 def check_figures(config: Mapping[str, Any]) -> None:
@@ -412,3 +416,9 @@ def check_report(config: Mapping[str, Any]) -> None:
         expect_in(f"report.tables[{index}]", table, config["tables"], "a table of tables")
     for index, figure in enumerate(report.get("figures", [])):
         expect_in(f"report.figures[{index}]", figure, section(config, "figures"), "a figure of figures")
+    if "deviations" in report:
+        from goodtransfer.report import deviations  # no torch: reads one YAML file
+
+        entries = deviations.load_registry(report["deviations"]["registry"])
+        scale = report["deviations"]["scale"]
+        deviations.check_references(deviations.at_scale(entries, scale), config, "config: report.deviations")

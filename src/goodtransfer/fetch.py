@@ -43,7 +43,8 @@ def fetch(url: str, out: Path, timeout_s: float = 60.0) -> str:
                 handle.write(chunk)
     except (urllib.error.URLError, OSError) as err:
         raise InputError(
-            f"{url}: could not fetch the checkpoint ({err}); nothing was written to {out}"
+            f"{url}: could not fetch the checkpoint ({err}); nothing was written to {out}. "
+            f"Without network access, copy the file to {out} by hand: then nothing is fetched"
         ) from None
     write_json(out.with_suffix(out.suffix + ".json"), {"url": url, "sha256": digest.hexdigest()})
     return digest.hexdigest()

@@ -73,7 +73,8 @@ def _step_times(tables: Sequence[Path]) -> list[dict[str, str]]:
     for table_path in tables:
         for group in read_json(table_path)["groups"]:
             for row in group["rows"]:
-                cells.setdefault(row["run"], []).extend(row["cells"].values())
+                if row["run"]:  # a quoted row ran nothing
+                    cells.setdefault(row["run"], []).extend(row["cells"].values())
     return [{"key": f"wall time {run}", "value": _run_times(run_cells)} for run, run_cells in cells.items()]
 
 
@@ -86,4 +87,12 @@ def build_context(tables: Sequence[Path], config: dict[str, Any], scale_note: st
         {"key": "hardware", "value": _hardware()},
         *_step_times(tables),
     ]
-    return {"scale_note": scale_note, "provenance": provenance}
+    context = {"scale_note": scale_note, "provenance": provenance}
+    if config["report"].get("deviations"):
+        from goodtransfer.report import deviations
+
+        entry = config["report"]["deviations"]
+        registry = deviations.load_registry(entry["registry"])
+        context["deviations"] = deviations.appendix(registry, entry["scale"], config)
+        context["deviations_scale"] = entry["scale"]
+    return context

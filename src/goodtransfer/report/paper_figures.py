@@ -1,5 +1,7 @@
 """A paper figure as a job: read the analyses a figure's config names, plot them, and record what was
-plotted (the bar heights) beside the PDF, so the report and the tests read the same numbers.
+plotted beside the PDF, so the report and the tests read the same numbers. A figure whose config names the
+paper's values (``paper: {values, labels}``, files under ``paper/reference/figures``) draws them beside
+ours, and its record holds both series, ``ours`` and ``paper``.
 
 Figure kinds: ``fp_trend`` (Fig. 1: FP types among the top 25..400 false positives, a few classes),
 ``fp_breakdown`` (Fig. 7: FP types among each class's top-N detections, every class), ``inversion``
@@ -16,15 +18,49 @@ from pathlib import Path
 from typing import Any
 
 from goodtransfer.io import InputError, read_json, write_bytes, write_json
-from goodtransfer.report.figures import CURVE_METRICS, plot_fp_breakdown, plot_fp_trend, plot_training_curves
+from goodtransfer.report import paper_values
+from goodtransfer.report.figures import (
+    CURVE_METRICS,
+    loc_share,
+    plot_distance_scatter,
+    plot_fp_breakdown,
+    plot_fp_trend,
+    plot_training_curves,
+)
 
 PLOTTERS = {"fp_trend": plot_fp_trend, "fp_breakdown": plot_fp_breakdown}
+
+
+def paper_series(name: str, spec: Mapping[str, Any]) -> tuple[Path, dict[str, str]] | None:
+    """The file of the paper's values a figure names (``paper.values``) and, per run label, the paper's
+    series name (``paper.labels``; a label left out is the paper's too); None when it names none."""
+    paper = spec.get("paper")
+    if not paper:
+        return None
+    run_labels = [run["label"] for run in spec["runs"]]
+    labels = paper.get("labels") or {}
+    stray = sorted(set(labels) - set(run_labels))
+    if stray:
+        raise InputError(f"figures.{name}.paper.labels: {stray} are not among its run labels {run_labels}")
+    return Path(paper["values"]), {label: labels.get(label, label) for label in run_labels}
+
+
+def _fp_paper(kind: str, paper: tuple[Path, dict[str, str]] | None) -> tuple[Any, Any, list[int] | None]:
+    """What the plotter takes, what the record keeps, and Fig. 1's trend points, of the paper's values."""
+    if paper is None:
+        return None, None, None
+    if kind == "fp_trend":
+        points, shares = paper_values.fp_trend(*paper)
+        return (points, shares), shares, points
+    shares = paper_values.fp_breakdown(*paper)
+    return shares, shares, None
 
 
 def make_figure(
     name: str, spec: Mapping[str, Any], analyses: Sequence[Path], out_pdf: Path, out_json: Path
 ) -> dict[str, Any]:
-    """Plot ``spec`` (kind, caption, runs with labels, classes or "all") from one analysis per run."""
+    """Plot ``spec`` (kind, caption, runs with labels, classes or "all", the paper's values) from one
+    analysis per run; the record holds both series and each run's mean localisation share."""
     if spec["kind"] not in PLOTTERS:
         raise InputError(f"figures.{name}.kind: {spec['kind']!r}; expected one of {sorted(PLOTTERS)}")
     runs = spec["runs"]
@@ -35,7 +71,9 @@ def make_figure(
     if classes == "all":
         first = next(iter(by_label.values()))
         classes = [c for c in first["classes"] if first["classes"][c]["false_positives"]]
-    heights = PLOTTERS[spec["kind"]](by_label, classes, out_pdf)
+    source = paper_series(name, spec)
+    to_plot, paper, paper_points = _fp_paper(spec["kind"], source)
+    ours = PLOTTERS[spec["kind"]](by_label, classes, out_pdf, paper=to_plot)
     record = {
         "name": name,
         "kind": spec["kind"],
@@ -46,8 +84,13 @@ def make_figure(
             run["label"]: {"run": run["run"], "analysis": str(path)}
             for run, path in zip(runs, analyses, strict=True)
         },
-        "heights": heights,
+        "ours": ours,
+        "paper": paper,
+        "loc_share": {"ours": loc_share(ours), "paper": loc_share(paper) if paper else None},
+        "paper_values": str(source[0]) if source else None,
     }
+    if paper_points is not None:
+        record["paper_points"] = paper_points
     write_json(out_json, record)
     return record
 
@@ -55,8 +98,10 @@ def make_figure(
 def make_inversion_figure(
     name: str, spec: Mapping[str, Any], metrics_path: Path, grid: Path, out_pdf: Path, out_json: Path
 ) -> dict[str, Any]:
-    """Figs. 2 and 6 from what ``goodtransfer invert`` wrote: its grid PDF becomes the figure, the mean
-    LPIPS per run of its ``metrics.json`` the record's heights."""
+    """Figs. 2 and 6 from what ``goodtransfer invert`` wrote. Without the paper's values (Fig. 2, which
+    the paper shows only as images) the figure is its grid of reconstructions; with them (Fig. 6) it is
+    the per-image scatter of the two runs' perceptual distances, ours beside the paper's. The record
+    holds the per-image distances and means of both."""
     labels = [run["label"] for run in spec["runs"]]
     metrics = read_json(metrics_path)
     if not isinstance(metrics, Mapping) or sorted(metrics) != sorted(labels):
@@ -67,7 +112,11 @@ def make_inversion_figure(
         )
     for label in labels:
         _fields(metrics_path, metrics[label], ("lpips_mean",), f"{label}: ", "an inversion's lpips_mean")
-    write_bytes(out_pdf, Path(grid).read_bytes())
+        if not isinstance(metrics[label].get("lpips_per_image"), list):
+            raise InputError(f"{metrics_path}: {label}: field 'lpips_per_image' missing; expected a list")
+    ours = {label: [float(v) for v in metrics[label]["lpips_per_image"]] for label in labels}
+    source = paper_series(name, spec)
+    paper = paper_values.distances(*source) if source else None
     record = {
         "name": name,
         "kind": "inversion",
@@ -78,10 +127,20 @@ def make_inversion_figure(
             run["label"]: {"run": run["run"], "checkpoint": metrics[run["label"]]["checkpoint"]}
             for run in spec["runs"]
         },
-        "heights": {label: metrics[label]["lpips_mean"] for label in labels},
+        "ours": ours,
+        "paper": paper,
+        "means": {
+            "ours": {label: metrics[label]["lpips_mean"] for label in labels},
+            "paper": {label: sum(v) / len(v) for label, v in paper.items()} if paper else None,
+        },
+        "paper_values": str(source[0]) if source else None,
         "metrics": str(metrics_path),
         "grid": str(grid),
     }
+    if paper is None:
+        write_bytes(out_pdf, Path(grid).read_bytes())
+    else:
+        record["scatter"] = plot_distance_scatter({"ours": ours, "paper": paper}, out_pdf)
     write_json(out_json, record)
     return record
 
@@ -134,10 +193,13 @@ def make_training_curves_figure(
             raise InputError(
                 f"figures.{name}: {label!r} has metrics for epochs {sorted(by_epoch)}; expected {wanted}"
             )
+    source = paper_series(name, spec)
+    paper = paper_values.training_curves(*source) if source else None
     series = plot_training_curves(
         {label: {e: _epoch_metrics(p) for e, p in paths[label].items()} for label in labels},
         {label: _curve(Path(curve_metrics[label])) for label in labels},
         out_pdf,
+        paper,
     )
     record = {
         "name": name,
@@ -145,7 +207,9 @@ def make_training_curves_figure(
         "caption": spec["caption"],
         "pdf": str(out_pdf),
         "runs": {run["label"]: {"run": run["run"]} for run in spec["runs"]},
-        "series": series,
+        "ours": series,
+        "paper": paper,
+        "paper_values": str(source[0]) if source else None,
         "sources": {
             label: {
                 "epochs": {str(e): str(paths[label][e]) for e in wanted},

@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 from goodtransfer.io import InputError, read_json, sweep_leftovers, unwind_on_sigterm, write_text
+from goodtransfer.report.claims_view import claims_view
 from goodtransfer.report.latex import (
     LatexError,
     LatexSafe,
@@ -45,8 +46,12 @@ SUBCOLUMNS: tuple[dict[str, str], ...] = (
     {"key": "ours", "label": "ours"},
 )
 
+# A table of more metrics than this is wide: it goes on a landscape page at the body's font size, each
+# row's paper numbers on a line under ours (one LaTeX column per metric), instead of being shrunk.
+WIDE_METRICS = 7
+
 _SCALAR = (str, int, float)
-BAND_MARK_TEX = "$^{*}$"  # the table note (report/tables.py BAND_MARK) explains it
+DEVIATION_MARK_TEX = "$^{*}$"  # the table note (report/tolerance.py MARK) explains it
 
 
 def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -69,7 +74,7 @@ def _number_or_none(cell: dict[str, Any], key: str, where: str) -> int | float |
     return value
 
 
-def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _columns_view(table: dict[str, Any], where: str, span: int) -> list[dict[str, Any]]:
     columns = _need(table, "columns", where, list)
     if not columns:
         raise InputError(f"{where}.columns: expected at least one column")
@@ -82,7 +87,7 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
         group = column.get("group") or "" if isinstance(column, dict) else ""
         if not isinstance(group, str):
             raise InputError(f"{here}.group: expected a string, got {type(group).__name__}")
-        first = 2 + index * len(SUBCOLUMNS)  # LaTeX column numbers; column 1 holds the row labels
+        first = 2 + index * span  # LaTeX column numbers; column 1 holds the row labels
         view.append(
             {
                 "key": _need(column, "key", here, str),
@@ -90,7 +95,7 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 "group": group,
                 "decimals": decimals,
                 "first": first,
-                "last": first + len(SUBCOLUMNS) - 1,
+                "last": first + span - 1,
             }
         )
     keys = [column["key"] for column in view]
@@ -99,9 +104,9 @@ def _columns_view(table: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return view
 
 
-def _header_groups(columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs of adjacent columns sharing a group, as LaTeX column ranges (column 1 holds the row labels)."""
-    width = len(SUBCOLUMNS)
+def _header_groups(columns: list[dict[str, Any]], width: int) -> list[dict[str, Any]]:
+    """Runs of adjacent columns sharing a group, as LaTeX column ranges (column 1 holds the row labels);
+    each metric spans ``width`` LaTeX columns."""
     spans: list[dict[str, Any]] = []
     for index, column in enumerate(columns):
         if spans and spans[-1]["label"] == column["group"]:
@@ -130,21 +135,21 @@ def _row_view(row: dict[str, Any], columns: list[dict[str, Any]], where: str) ->
         view = {sub["key"]: _number_or_none(cell, sub["key"], here) for sub in SUBCOLUMNS}
         view["decimals"] = column["decimals"]
         view["std"] = _number_or_none(cell, "std", here)
-        view["text"] = _cell_text(view, bool(cell.get("outside_band")))
+        view["text"] = _cell_text(view, bool(cell.get("deviates")))
         cell_views.append(view)
     run = row.get("run")
     return {"label": label, "run": run if isinstance(run, str) else "", "cells": cell_views}
 
 
-def _cell_text(cell: dict[str, Any], outside_band: bool) -> dict[str, LatexSafe]:
+def _cell_text(cell: dict[str, Any], deviates: bool) -> dict[str, LatexSafe]:
     """What each sub-column prints: the paper's number; our mean, +- the std over seeds when there are
-    several, and a mark when it is further from the paper's than the table's band."""
+    several, and a mark when it is further from the paper's than the seeds explain."""
     decimals = cell["decimals"]
     ours = format_number(cell["ours"], decimals)
     if cell["std"] is not None:
         ours = LatexSafe(f"{ours}\\,{{\\scriptsize$\\pm${format_number(cell['std'], decimals)}}}")
-    if outside_band and cell["ours"] is not None:
-        ours = LatexSafe(f"{ours}{BAND_MARK_TEX}")
+    if deviates and cell["ours"] is not None:
+        ours = LatexSafe(f"{ours}{DEVIATION_MARK_TEX}")
     return {"paper": format_number(cell["paper"], decimals), "ours": ours}
 
 
@@ -158,7 +163,10 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
     name = table.get("name") if isinstance(table, dict) else None
     where = f"table {name!r}" if isinstance(name, str) else "table"
     name = _need(table, "name", where, str)
-    columns = _columns_view(table, where)
+    metrics = _need(table, "columns", where, list)
+    stacked = len(metrics) > WIDE_METRICS
+    span = 1 if stacked else len(SUBCOLUMNS)
+    columns = _columns_view(table, where, span)
     groups = []
     for g_index, group in enumerate(_need(table, "groups", where, list)):
         g_where = f"{where}.groups[{g_index}]"
@@ -172,7 +180,7 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
     notes = table.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
         raise InputError(f"{where}.notes: expected a list of strings")
-    header_groups = _header_groups(columns)
+    header_groups = _header_groups(columns, span)
     return {
         "name": name,
         "caption": _need(table, "caption", where, str),
@@ -183,11 +191,38 @@ def table_view(table: dict[str, Any]) -> dict[str, Any]:
         "subcolumns": list(SUBCOLUMNS),
         "header_groups": header_groups,
         "has_column_groups": any(span["label"] for span in header_groups),
-        "total_columns": 1 + len(columns) * len(SUBCOLUMNS),
+        "total_columns": 1 + len(columns) * span,
+        "span": span,
+        "stacked": stacked,
+        "landscape": stacked,
         "groups": groups,
         "runs": [{"group": group["label"], **row} for group in groups for row in group["rows"]],
         "notes": notes,
     }
+
+
+def runs_index(views: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The runs behind the tables' rows, one line per run: where it appears, e.g. "Tables 1, 7
+    (Supervised / +Blur); Table 2 (Supervised / ImageNet)", in the order runs first appear."""
+    places: dict[str, dict[str, list[str]]] = {}
+    for view in views:
+        number = view["number"]
+        where = str(number) if number else view["name"]
+        for row in view["runs"]:
+            label = f"{row['group']} / {row['label']}" if row["group"] else row["label"]
+            tables = places.setdefault(row["run"] or "(none recorded)", {}).setdefault(label, [])
+            if where not in tables:
+                tables.append(where)
+    return [
+        {
+            "run": run,
+            "rows": "; ".join(
+                f"{'Tables' if len(tables) > 1 else 'Table'} {', '.join(tables)} ({label})"
+                for label, tables in labels.items()
+            ),
+        }
+        for run, labels in places.items()
+    ]
 
 
 def _render(env: jinja2.Environment, template: str, what: str, **context: Any) -> str:
@@ -220,7 +255,30 @@ def _context_view(context: dict[str, Any]) -> dict[str, Any]:
             }
         )
     date = context.get("date", "")
-    return {"scale_note": scale_note, "provenance": provenance, "date": date if isinstance(date, str) else ""}
+    return {
+        "scale_note": scale_note,
+        "provenance": provenance,
+        "date": date if isinstance(date, str) else "",
+        "deviations": [
+            _deviation_view(item, f"{where}.deviations[{index}]")
+            for index, item in enumerate(context.get("deviations") or [])
+        ],
+        "deviations_scale": context.get("deviations_scale") or "",
+    }
+
+
+def _deviation_view(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A registry entry for the appendix (report/deviations.py ``appendix``), with what it touches named
+    as the report numbers it ("Table 3", "Figure 6")."""
+    view = {key: _need(item, key, where, str) for key in ("id", "title", "ours", "paper", "why")}
+    touched = []
+    for key, kind in (("tables", "table"), ("figures", "figure")):
+        numbers = {str(name): paper_number(str(name), kind) for name in _need(item, key, where, list)}
+        for name, number in sorted(
+            numbers.items(), key=lambda pair: (pair[1] is None, pair[1] or 0, pair[0])
+        ):
+            touched.append(f"{kind.capitalize()} {number}" if number else name)
+    return {**view, "here": bool(item.get("here")), "touches": ", ".join(touched) or "no table or figure"}
 
 
 _FIGURE_PATH = re.compile(r"^[A-Za-z0-9_./-]+\.pdf$")
@@ -254,8 +312,9 @@ def render_report(
     context: dict[str, Any],
     template_dir: str | os.PathLike[str] = DEFAULT_TEMPLATE_DIR,
     figures: Sequence[dict[str, Any]] = (),
+    claims: dict[str, Any] | None = None,
 ) -> str:
-    """LaTeX source of the whole report: intro, every table, every figure, and a provenance appendix."""
+    """LaTeX source of the whole report: intro, the claims, every table and figure, a provenance appendix."""
     env = make_environment(template_dir)
     views = [table_view(table) for table in tables]
     names = [view["name"] for view in views]
@@ -265,8 +324,24 @@ def render_report(
         {"view": view, "tex": LatexSafe(_render(env, TABLE_TEMPLATE, f"table {view['name']!r}", table=view))}
         for view in views
     ]
+    context_view = _context_view(context)
+    raw = context.get("deviations") or []
+    figure_views = [
+        {
+            **figure,
+            "deviations": [d["title"] for d in raw if d.get("here") and figure["name"] in d["figures"]],
+        }
+        for figure in figures
+    ]
     return _render(
-        env, REPORT_TEMPLATE, "report", tables=rendered, figures=list(figures), context=_context_view(context)
+        env,
+        REPORT_TEMPLATE,
+        "report",
+        tables=rendered,
+        figures=figure_views,
+        context=context_view,
+        claims=None if claims is None else claims_view(claims),
+        runs=runs_index(views),
     )
 
 
@@ -284,6 +359,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out-tex", required=True, type=Path)
     report.add_argument("--out-pdf", type=Path, help="also compile with latexmk (shell escape off)")
     report.add_argument("--figures", nargs="*", type=Path, default=[], help="figure records (JSON)")
+    report.add_argument("--claims", type=Path, help="results/claims.json: adds the Claims section")
     for command in (table, report):
         command.add_argument(
             "--templates",
@@ -321,7 +397,8 @@ def _run(args: argparse.Namespace) -> None:
     if not isinstance(context, dict):
         raise InputError(f"{args.context}: expected a JSON object")
     figures = [figure_view(read_json(path), args.out_tex.parent, str(path)) for path in args.figures]
-    write_text(args.out_tex, render_report(tables, context, args.templates, figures))
+    claims = None if args.claims is None else read_json(args.claims)
+    write_text(args.out_tex, render_report(tables, context, args.templates, figures, claims))
     if args.out_pdf is not None:
         compile_pdf(args.out_tex, args.out_pdf)
 

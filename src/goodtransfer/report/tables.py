@@ -3,7 +3,8 @@
 A table is declared in the config: groups of rows (one pretraining run each) and columns (a protocol's
 metric). A cell is the mean (and sample standard deviation) over the run's seeds. A row is compared with
 the paper's row named by its ``reference_row`` (the reference table's first column), else with the row at
-the same position of the same group; a cell further from the paper's number than the band is marked.
+the same position of the same group; a cell further from the paper's number than the seeds can explain
+is marked (:mod:`goodtransfer.report.tolerance`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from goodtransfer.io import InputError, read_json
-
-BAND_MARK = "*"  # after our number: it differs from the paper's by more than the configured band
+from goodtransfer.report.tolerance import MARK, Tolerance
 
 
 def reference_value(
@@ -61,15 +61,16 @@ def _cell(
     run: str,
     metrics_files: Mapping[str, str | Sequence[str]],
     paper: float | None,
-    band: float | None,
+    tolerance: Tolerance | None,
 ) -> dict:
     """Our mean over the seeds' metrics files (sample std when there are several), the paper's number,
-    whether they differ by more than ``band``, and which files the cell came from."""
+    whether they differ by more than the seeds can explain, and which files the cell came from."""
     paths = metrics_files.get(f"{column['protocol']}/{run}")
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
-        return {"ours": None, "std": None, "n": 0, "paper": paper, "outside_band": None, "provenance": None}
+        empty = {"ours": None, "std": None, "n": 0, "tolerance": None, "deviates": None, "provenance": None}
+        return {**empty, "paper": paper}
     runs = [read_json(path) for path in paths]
     values = [_metric(metrics, column, path) for path, metrics in zip(paths, runs, strict=True)]
     provenance = {
@@ -81,17 +82,26 @@ def _cell(
     if None in values:  # the metric is undefined for this data (null and why in the file): no number
         path, metrics = next((p, m) for p, m, v in zip(paths, runs, values, strict=True) if v is None)
         reason = (metrics.get("undefined") or {}).get(column["metric"], "no value recorded")
-        undefined = {"ours": None, "std": None, "outside_band": None, "undefined": f"{reason} ({path})"}
+        undefined = {
+            "ours": None,
+            "std": None,
+            "tolerance": None,
+            "deviates": None,
+            "undefined": f"{reason} ({path})",
+        }
         return {**undefined, "n": len(values), "values": values, "paper": paper, "provenance": provenance}
     mean, std = _mean_and_std(values)
-    outside = None if band is None or paper is None else abs(mean - paper) > band
+    allowed = (
+        None if tolerance is None or paper is None else tolerance.allowed(column["key"], std, len(values))
+    )
     return {
         "ours": mean,
         "std": std,
         "n": len(values),
         "values": values,
         "paper": paper,
-        "outside_band": outside,
+        "tolerance": allowed,
+        "deviates": None if allowed is None else abs(mean - paper) > allowed,
         "provenance": provenance,
     }
 
@@ -122,10 +132,23 @@ def _undefined_notes(groups: list[dict[str, Any]], columns: Sequence[Mapping[str
     ]
 
 
-def _band_note(band: float | None) -> list[str]:
-    if band is None:
+def _row_notes(declaration: Mapping[str, Any]) -> list[str]:
+    """What a quoted row or a row the paper lacks is, so that its empty cells are not read as missing."""
+    notes = []
+    for group in declaration["groups"]:
+        for row in group["rows"]:
+            if row.get("quoted"):
+                notes.append(f"{row['label']}: the paper's numbers, which it quotes; not run here.")
+            if not row.get("in_paper", True):
+                notes.append(f"{row['label']}: not in the paper; our run only, as a control.")
+    return notes
+
+
+def _tolerance_note(tolerance: Tolerance | None, columns: Sequence[Mapping[str, Any]]) -> list[str]:
+    if tolerance is None:
         return []
-    return [f"{BAND_MARK} our mean is more than {band:g} away from the paper's number."]
+    labels = [(column["key"], f"{column.get('group', '')} {column['label']}".strip()) for column in columns]
+    return [f"{MARK} {tolerance.rule(labels)}"]
 
 
 def build_table(
@@ -134,33 +157,39 @@ def build_table(
     metrics_files: Mapping[str, str],
     reference: Mapping[str, Any],
     notes: list[str],
-    band: float | None = None,
+    tolerance: Tolerance | None = None,
 ) -> dict[str, Any]:
     """The table JSON that the renderer reads; ``metrics_files`` maps 'protocol/run' to the metrics.json of
-    each seed (or one path). ``band``: cells whose mean is further than this from the paper's are marked."""
+    each seed (or one path). ``tolerance``: cells further from the paper's than the seeds explain are
+    marked."""
     columns = declaration["columns"]
     groups = []
     for group in declaration["groups"]:
         rows = []
-        for index, row in enumerate(group["rows"]):
+        in_paper = [row for row in group["rows"] if row.get("in_paper", True)]
+        for row in group["rows"]:
+            # A row the paper lacks has no paper numbers, and the rows after it keep their paper positions.
+            paper_index = in_paper.index(row) if row in in_paper else None
             cells = {
                 column["key"]: _cell(
                     column,
-                    row["run"],
+                    row.get("run", ""),
                     metrics_files,
-                    reference_value(
+                    None
+                    if paper_index is None
+                    else reference_value(
                         reference,
                         declaration["reference"],
                         group.get("reference_group"),
-                        index,
+                        paper_index,
                         column["key"],
                         row.get("reference_row"),
                     ),
-                    band,
+                    tolerance,
                 )
                 for column in columns
             }
-            rows.append({"label": row["label"], "run": row["run"], "cells": cells})
+            rows.append({"label": row["label"], "run": row.get("run"), "cells": cells})
         groups.append({"label": group["label"], "rows": rows})
     return {
         "name": name,
@@ -168,6 +197,11 @@ def build_table(
         "row_header": declaration["row_header"],
         "columns": [{k: c[k] for k in ("key", "label", "group")} for c in columns],
         "groups": groups,
-        "band": band,
-        "notes": [*notes, *_band_note(band), *_undefined_notes(groups, columns)],
+        "tolerance": None if tolerance is None else tolerance.as_dict(),
+        "notes": [
+            *notes,
+            *_tolerance_note(tolerance, columns),
+            *_row_notes(declaration),
+            *_undefined_notes(groups, columns),
+        ],
     }

@@ -25,7 +25,6 @@ Spec keys: ``train_splits`` (e.g. [train2017]), ``test_split`` (val2017), ``max_
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_util
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.resnet import ResNet
 from torchvision.transforms.functional import pil_to_tensor
@@ -44,21 +43,13 @@ from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import resnet_from_checkpoint
 from goodtransfer.data.coco import CocoRecord, CocoSplit, load_split
 from goodtransfer.data.images import open_rgb
-from goodtransfer.data.samplers import detection_sampler as _sampler
 from goodtransfer.device import Compute
-from goodtransfer.engine import Trainer
-from goodtransfer.engine.hooks import FiniteLoss, IterationCheckpoint, LrSchedule, ProgressLog, TensorBoard
-from goodtransfer.engine.optim import sgd
-from goodtransfer.engine.precise_bn import PreciseBN
-from goodtransfer.engine.trainer import LossFn
 from goodtransfer.evaluate.coco import evaluate_coco
-from goodtransfer.finite import null_if_nan, require_steps, task_key
+from goodtransfer.finite import null_if_nan, require_steps
 from goodtransfer.io import InputError, spec_hash
-from goodtransfer.progress import Progress
-from goodtransfer.resume import ResumeState, set_rng_state
-from goodtransfer.schedule import linear_warmup, step
 from goodtransfer.transfer.c4 import C4RoIHeads, backbone_keys_loaded, build_c4_detector
 from goodtransfer.transfer.c4_transform import C4Transform
+from goodtransfer.transfer.detection_training import detect, train_detector
 from goodtransfer.transfer.tasks import DownstreamJob
 
 METRICS = tuple(f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("AP", "AP50", "AP75"))
@@ -249,73 +240,9 @@ class CocoInstanceData(Dataset):
         return pixels, {"boxes": boxes, "labels": labels, "polygons": polygons}, record.image_id
 
 
-def _collate(batch: list[Any]) -> tuple[list[Any], ...]:
-    return tuple(zip(*batch, strict=True))
-
-
-def _to(target: dict[str, Any], compute: Compute) -> dict[str, Any]:
-    return {k: v.to(compute.device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-
-
 # --------------------------------------------------------------------------------------------------------
 # Training and evaluation
 # --------------------------------------------------------------------------------------------------------
-
-
-def _train(
-    model: nn.Module, data: CocoInstanceData, spec: dict[str, Any], compute: Compute, resume: ResumeState,
-    log_dir: Path,
-) -> int:  # fmt: skip
-    """Train to ``max_iter`` (resuming from the last state), then PreciseBN; returns the start iteration."""
-    optimizer, start = sgd(model, spec), 0  # BatchNorm parameters get weight_decay_norm
-    if (state := resume.load()) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["iteration"]
-        set_rng_state(state["rng"])
-        print(f"[coco] resuming {spec['run']} from iteration {start}", file=sys.stderr)
-    require_steps(len(data), run=spec["run"], images=len(data), batch=spec["ims_per_batch"], drop_last=False,
-                  fix=f"add annotated images to the training splits {spec['train_splits']}")  # fmt: skip
-    sampler = _sampler(data, spec, spec["seed"], start, spec["max_iter"])
-    # Its own generator: creating the loader must not draw from the global RNG that resuming restores.
-    loader = DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate,
-                        generator=torch.Generator().manual_seed(spec["seed"]))  # fmt: skip
-    last = spec["max_iter"]
-    progress = Progress(f"coco {spec['run']}", last, done=start, items_per_step=spec["ims_per_batch"],
-                        unit="img", every=spec["log_period"])  # fmt: skip
-    loss = _loss(compute)
-    Trainer(
-        model, optimizer, compute, loss=loss, batches=lambda epoch: loader, epochs=1,
-        hooks=[
-            LrSchedule(lambda trainer: _iteration_lr(spec, trainer.iter)),
-            FiniteLoss(spec["run"], fix=task_key(spec, "base_lr"), iterations=True),
-            ProgressLog(progress, mean=False),
-            TensorBoard(log_dir, fresh=start == 0),
-            IterationCheckpoint(resume, spec["checkpoint_period"], last),
-            PreciseBN(spec["precise_bn_iters"], lambda: _precise_bn(data, spec), loss),
-        ],
-    ).train(start_iter=start, resumed=state)  # fmt: skip
-    return start
-
-
-def _iteration_lr(spec: dict[str, Any], iteration: int) -> float:
-    warm = linear_warmup(iteration, spec["warmup_iters"], spec["warmup_factor"])
-    return warm * step(spec["base_lr"], iteration, spec["steps"])
-
-
-def _loss(compute: Compute) -> LossFn:
-    def loss(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        images, targets, _ = batch
-        return model([compute.images(i) for i in images], [_to(t, compute) for t in targets])
-
-    return loss
-
-
-def _precise_bn(data: CocoInstanceData, spec: dict[str, Any]) -> DataLoader:
-    """The ``precise_bn_iters`` training batches PreciseBN averages over (seed + 1: not the first ones).
-    Unlike training's, this loader draws its seed from the global RNG, as it always has."""
-    sampler = _sampler(data, spec, spec["seed"] + 1, 0, spec["precise_bn_iters"])
-    return DataLoader(data, batch_sampler=sampler, num_workers=spec["workers"], collate_fn=_collate)
 
 
 def _results(image_id: int, output: dict[str, torch.Tensor], category_ids: Sequence[int]) -> list[dict]:
@@ -335,17 +262,9 @@ def _results(image_id: int, output: dict[str, torch.Tensor], category_ids: Seque
 @torch.no_grad()
 def evaluate(model: nn.Module, split: CocoSplit, spec: dict[str, Any], compute: Compute) -> tuple[dict, list]:
     """Box and mask AP / AP50 / AP75 (and APs/m/l, None where undefined) and the raw COCO results."""
-    model.eval()
-    model.transform.min_size = (spec["min_size_test"],)
-    data = CocoInstanceData(split.records)
-    loader = DataLoader(data, batch_size=spec["test_batch"], sampler=[(i, False) for i in range(len(data))],
-                        num_workers=spec["workers"], collate_fn=_collate)  # fmt: skip
     results: list[dict] = []
-    for images, _, ids in loader:
-        with compute.autocast():
-            outputs = model([compute.images(i) for i in images])
-        for image_id, output in zip(ids, outputs, strict=True):
-            results += _results(image_id, output, split.category_ids)
+    for image_id, output in detect(model, CocoInstanceData(split.records), spec, compute):
+        results += _results(image_id, output, split.category_ids)
     metrics: dict[str, float] = {}
     for kind in ("bbox", "segm"):
         for name, value in evaluate_coco(split.json_path, results, kind).items():
@@ -376,7 +295,11 @@ def run(job: DownstreamJob) -> dict[str, Any]:
     compute = Compute.from_spec(spec)
     resnet, source = resnet_from_checkpoint(job.checkpoint)
     model = compute.module(build_c4_mask_rcnn(resnet, len(train.category_ids), spec))
-    start = _train(model, CocoInstanceData(train.records), spec, compute, job.resume_state(), job.log_dir)
+    data, fix = CocoInstanceData(train.records), f"list annotated images in {spec['train_splits']}"
+    require_steps(
+        len(data), run=spec["run"], images=len(data), batch=spec["ims_per_batch"], drop_last=False, fix=fix
+    )
+    start, _ = train_detector(model, data, spec, compute, job.resume_state(), job.log_dir)
     metrics, results = evaluate(model, test, spec, compute)
     files = dict([job.write_beside("coco_instances_results.json", results)])
     if job.backbone_out is not None:
