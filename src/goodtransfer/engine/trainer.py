@@ -5,8 +5,9 @@ step: the learning-rate schedule, non-finite checks, progress lines, TensorBoard
 kept backbones. Each is a ``Hook``; a job builds its model, data and loss and lists its hooks.
 
 An iteration-based job (detectron2's ``max_iter``) is one epoch whose batches run from the resumed
-iteration to the last; an epoch-based job (pretraining, readouts) gets a fresh loader per epoch from
-``batches(epoch)`` so that each epoch's order depends on (seed, epoch) alone and a resumed run repeats it.
+iteration to the last; an epoch-based job (pretraining, readouts) gets each epoch's batches from
+``batches(epoch)`` (pretraining: one loader built per run, set to the epoch, ``data.epochs``) so that each
+epoch's order depends on (seed, epoch) alone and a resumed run repeats it.
 """
 
 from __future__ import annotations

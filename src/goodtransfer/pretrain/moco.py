@@ -7,17 +7,16 @@ queue also stores each key's label (-1 for the random initial keys); MoCo ignore
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import ResNet
 
-from goodtransfer.engine.precise_bn import BN_TYPES
 from goodtransfer.models.backbone import feature_dim
 from goodtransfer.pretrain import distributed as ddp
+from goodtransfer.pretrain.shuffle_bn import batchnorm_splits, split_batchnorms
 
 
 def projection_head(in_dim: int, dim: int, mlp: bool) -> nn.Module:
@@ -25,20 +24,6 @@ def projection_head(in_dim: int, dim: int, mlp: bool) -> nn.Module:
     if mlp:
         return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
     return nn.Linear(in_dim, dim)
-
-
-@contextmanager
-def running_stats_frozen(module: nn.Module) -> Iterator[None]:
-    """BatchNorm layers of ``module`` normalise with batch statistics but leave their running statistics
-    (and ``num_batches_tracked``) as they are; outputs and gradients are bitwise those of a tracking layer."""
-    layers = [m for m in module.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
-    for layer in layers:
-        layer.track_running_stats = False
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.track_running_stats = True
 
 
 class MoCo(nn.Module):
@@ -60,6 +45,8 @@ class MoCo(nn.Module):
         self.K, self.m, self.T = K, m, T
         self.shuffle_bn_splits = shuffle_bn_splits
         encoder.fc = projection_head(feature_dim(encoder), dim, mlp)
+        if shuffle_bn_splits > 1:
+            split_batchnorms(encoder)  # the same state_dict keys: checkpoints and converters see BatchNorm2d
         self.encoder_q = encoder
         self.encoder_k = copy.deepcopy(encoder)
         for param in self.encoder_k.parameters():
@@ -92,20 +79,16 @@ class MoCo(nn.Module):
         self.queue_labels[ptr : ptr + batch] = labels
         self.queue_ptr[0] = (ptr + batch) % self.K
 
-    def _forward_chunks(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """One process standing in for ``shuffle_bn_splits`` GPUs: BatchNorm normalises each chunk with its
-        own statistics; its running statistics take one update per step, from the first chunk, as those of
-        MoCo's GPU 0 (whose buffers DDP broadcasts every step and whose checkpoint is kept)."""
+    def _forward_split(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """One process standing in for ``shuffle_bn_splits`` GPUs: convolutions see the whole batch,
+        BatchNorm normalises each chunk with its own statistics (``shuffle_bn``)."""
         if self.shuffle_bn_splits == 1 or ddp.is_distributed():
             return encoder(images)
-        first, *rest = images.chunk(self.shuffle_bn_splits)
-        outputs = [encoder(first)]
-        with running_stats_frozen(encoder):
-            outputs += [encoder(chunk) for chunk in rest]
-        return torch.cat(outputs)
+        with batchnorm_splits(encoder, self.shuffle_bn_splits):
+            return encoder(images)
 
     def encode_queries(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self._forward_chunks(self.encoder_q, images).float(), dim=1)
+        return F.normalize(self._forward_split(self.encoder_q, images).float(), dim=1)
 
     @torch.no_grad()
     def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,7 +97,7 @@ class MoCo(nn.Module):
             shuffled, order = ddp.shuffle_across_ranks(images)
             return F.normalize(ddp.unshuffle_across_ranks(self.encoder_k(shuffled).float(), order), dim=1)
         order = torch.randperm(images.shape[0], device=images.device)
-        keys = self._forward_chunks(self.encoder_k, images[order])[torch.argsort(order)]
+        keys = self._forward_split(self.encoder_k, images[order])[torch.argsort(order)]
         return F.normalize(keys.float(), dim=1)
 
     def logits_and_labels(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from goodtransfer.checkpoint import save_backbone
 from goodtransfer.checkpoint_import import load_any_backbone
+from goodtransfer.data.epochs import at_epoch, epoch_loader, loader_workers
 from goodtransfer.data.registry import pretraining_images, pretraining_val_images
 from goodtransfer.data.transforms import eval_transform
 from goodtransfer.device import Compute
@@ -45,19 +46,21 @@ from goodtransfer.resume import ResumeState, dataset_digest, job_key, seed_every
 from goodtransfer.schedule import epoch_lr
 
 
-def _loader(spec: dict[str, Any], data_root: Path, two_views: bool, epoch: int) -> DataLoader:
-    """This rank's batches of one epoch; the order depends only on (seed, epoch), so restarts agree."""
+def _loader(spec: dict[str, Any], dataset: Any, two_views: bool, compute: Compute) -> DataLoader:
+    """This rank's batches, built once for the run; each epoch's order and augmentations depend only on
+    (seed, epoch), so restarts agree (``data.epochs``)."""
     order = spec.get("augment_order", MOCO_V2_ORDER)
     transform = pretrain_transform(spec["augment"], spec["augmentations"], spec["input_size"], order)
-    dataset = _images(spec, data_root, TwoViews(transform) if two_views else transform)
-    per_rank = spec["batch_size"] // ddp.world_size()
-    options: dict[str, Any] = {"batch_size": per_rank, "drop_last": True, "num_workers": spec["workers"]}
-    if ddp.is_distributed():
-        sampler = DistributedSampler(dataset, shuffle=True, seed=spec["seed"], drop_last=True)
-        sampler.set_epoch(epoch)
-        return DataLoader(dataset, sampler=sampler, **options)
-    generator = torch.Generator().manual_seed(spec["seed"] * 100003 + epoch)
-    return DataLoader(dataset, shuffle=True, generator=generator, **options)
+    return epoch_loader(
+        dataset,
+        TwoViews(transform) if two_views else transform,
+        spec["batch_size"] // ddp.world_size(),
+        spec["seed"],
+        loader_workers(spec["workers"], compute.device),
+        compute.device,
+        rank=ddp.rank(),
+        world_size=ddp.world_size(),
+    )
 
 
 def _images(spec: dict[str, Any], data_root: Path, transform: Callable | None) -> Any:
@@ -85,24 +88,22 @@ def _loss(compute: Compute) -> Callable[[nn.Module, Any], dict[str, torch.Tensor
     return loss
 
 
-def _plan(spec: dict[str, Any], data_root: Path, two_views: bool) -> dict[str, int]:
+def _plan(spec: dict[str, Any], loader: DataLoader) -> dict[str, int]:
     """The run's length on the images actually built: ``epochs``, or with ``train_samples`` (Table 2: as many
     samples as 200 ImageNet epochs) ceil(train_samples / samples an epoch sees); an epoch sees its whole
     batches (the last partial one is dropped)."""
-    loader = _loader(spec, data_root, two_views, 0)
-    steps = len(loader)
+    steps, images = len(loader), len(loader.dataset)
     require_steps(
         steps,
         run=spec["run"],
-        images=len(loader.dataset),
+        images=images,
         batch=spec["batch_size"],
         drop_last=True,
         fix=f"lower pretrain.runs.{spec['run']}.batch_size or add images",
     )
     per_epoch = steps * spec["batch_size"]  # every rank's batches together
     epochs = math.ceil(spec["train_samples"] / per_epoch) if "train_samples" in spec else spec["epochs"]
-    return {"images": len(loader.dataset), "steps_per_epoch": steps, "samples_per_epoch": per_epoch,
-            "epochs": epochs}  # fmt: skip
+    return {"images": images, "steps_per_epoch": steps, "samples_per_epoch": per_epoch, "epochs": epochs}
 
 
 def _progress(spec: dict[str, Any], steps: int, start_epoch: int) -> Progress:
@@ -118,10 +119,9 @@ def _progress(spec: dict[str, Any], steps: int, start_epoch: int) -> Progress:
     )
 
 
-def _build(spec: dict[str, Any], data_root: Path, compute: Compute) -> nn.Module:
+def _build(spec: dict[str, Any], num_classes: int, compute: Compute) -> nn.Module:
     if spec["batch_size"] % ddp.world_size():
         raise InputError(f"batch_size {spec['batch_size']} is not divisible by {ddp.world_size()} processes")
-    num_classes = len(_images(spec, data_root, None).classes)
     model = build_method(spec, num_classes)
     if ddp.is_distributed() and spec.get("sync_bn", False):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -196,13 +196,15 @@ def pretrain(
     compute = Compute.from_spec(spec)
     ddp.init_from_environment(compute.device.type)
     seed_everything(spec["seed"])  # the same initial weights on every rank
-    model = _build(spec, data_root, compute)
+    images = _images(spec, data_root, None)  # one scan of the training images for the whole run
+    model = _build(spec, len(images.classes), compute)
     method = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = _optimizer(model, spec)
     resume = ResumeState(state_dir, job_key(spec, data=dataset_digest(data_root, data_checks)))
-    plan = _plan(spec, data_root, method.two_views)
+    loader = _loader(spec, images, method.two_views, compute)
+    plan = _plan(spec, loader)
     spec = {**spec, "epochs": plan["epochs"]}  # the loop's length, from train_samples where it is set
-    held_out = _held_out(spec, data_root)  # built now: a bad val/ fails before training, not after
+    held_out = _held_out(spec, data_root, compute)  # built now: a bad val/ fails before training, not after
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if (state := resume.load()) is not None:
@@ -216,7 +218,7 @@ def pretrain(
     rank0 = ddp.rank() == 0
     Trainer(
         model, optimizer, compute, loss=_loss(compute), epochs=spec["epochs"],
-        batches=lambda epoch: _loader(spec, data_root, method.two_views, epoch),
+        batches=at_epoch(loader),
         hooks=[
             # Reseeded per (seed, rank, epoch): a resumed epoch draws what it would have drawn, and no
             # per-rank RNG state needs saving.
@@ -240,7 +242,7 @@ def pretrain(
         resume.clear()
 
 
-def _held_out(spec: dict[str, Any], data_root: Path) -> DataLoader | None:
+def _held_out(spec: dict[str, Any], data_root: Path, compute: Compute) -> DataLoader | None:
     """A supervised run's held-out images of its classes (None: another method, or no such split)."""
     if spec["method"] != "supervised":
         return None
@@ -248,7 +250,8 @@ def _held_out(spec: dict[str, Any], data_root: Path) -> DataLoader | None:
     dataset = pretraining_val_images(kind, data_root, transform)
     if dataset is None:
         return None
-    return DataLoader(dataset, batch_size=spec["batch_size"] // ddp.world_size(), num_workers=spec["workers"])
+    workers = loader_workers(spec["workers"], compute.device)
+    return DataLoader(dataset, batch_size=spec["batch_size"] // ddp.world_size(), num_workers=workers)
 
 
 def _classifier(
