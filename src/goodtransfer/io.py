@@ -161,6 +161,11 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(token)
 
 
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here; NaN and infinities are not finite)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_reject_constant)

@@ -20,14 +20,13 @@ and seed noise of a fine-tuning metric is close to normal. One unit gives no spr
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from goodtransfer.config import REPLICA, claim_runs
-from goodtransfer.io import InputError, read_json
+from goodtransfer.io import InputError, is_finite_number, read_json
 from goodtransfer.report.stats import one_sided_p, paired_interval
 from goodtransfer.report.tables import reference_value
 
@@ -46,7 +45,7 @@ def _number(value: Any, path: str, field: str, undefined: Mapping[str, Any] | No
     if value is None:
         reason = (undefined or {}).get(field, "no reason recorded")
         raise InputError(f"{path}: field {field!r} is null ({reason}); a claim needs a finite number")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise InputError(f"{path}: field {field!r} is {value!r}; expected a finite number")
     return float(value)
 

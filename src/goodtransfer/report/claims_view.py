@@ -6,10 +6,9 @@ from :func:`goodtransfer.report.latex.format_number`.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from goodtransfer.io import InputError
+from goodtransfer.io import InputError, is_finite_number
 from goodtransfer.report.latex import LatexSafe, format_number
 
 DECIMALS = 2
@@ -41,7 +40,7 @@ def claim_row(record: Any, where: str) -> dict[str, Any]:
     ours = record["ours"]
     for key in ("mean", "low", "high"):
         value = ours.get(key)
-        if value is not None and (not isinstance(value, int | float) or not math.isfinite(value)):
+        if value is not None and not is_finite_number(value):
             raise InputError(f"{where}.ours.{key}: expected a finite number or null, got {value!r}")
     interval = (
         format_number(None)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from goodtransfer.io import InputError, read_json
+from goodtransfer.io import InputError, is_finite_number, read_json
 from goodtransfer.report.tolerance import MARK, Tolerance
 
 
@@ -115,7 +115,7 @@ def _metric(metrics: Mapping[str, Any], column: Mapping[str, Any], path: str) ->
     value = metrics[column["metric"]]
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise InputError(f"{path}: field {column['metric']!r} is {value!r}; expected a finite number or null")
     return float(value)
 

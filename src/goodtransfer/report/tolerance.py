@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-from goodtransfer.io import InputError
+from goodtransfer.io import InputError, is_finite_number
 from goodtransfer.report.stats import t_quantile
 
 MARK = "*"  # after our number in a table; the note under the table prints the rule
@@ -38,12 +38,7 @@ class Tolerance:
             raise InputError(f"{where}.paper_runs: got {runs!r}; expected a whole number >= 1")
         stds = settings.get("paper_std") or {}
         for key, value in stds.items():
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if not is_finite_number(value) or value < 0:
                 raise InputError(f"{where}.paper_std.{key}: got {value!r}; expected a finite number >= 0")
         return cls(float(level), runs, {key: float(value) for key, value in stds.items()})
 
