@@ -172,3 +172,16 @@ def test_inversion_figure_after_the_backbone_was_retrained_equals_a_fresh_one(tm
     ours, reference = (json.loads((d / "metrics.json").read_text())["moco"] for d in (work, fresh))
     assert ours["lpips_per_image"] == reference["lpips_per_image"]
     assert ours["feature_mse_per_image"] == reference["feature_mse_per_image"]
+
+
+def test_state_saved_by_code_that_drew_batches_otherwise_is_not_continued(tmp_path, capsys):
+    """Same spec and inputs, but a state of an older format (before per-sample seeding): starts fresh."""
+    from goodtransfer import resume
+
+    key = resume.job_key({"run": "r"}, data="d")
+    older = {name: value for name, value in key.items() if name != "format"}
+    resume.ResumeState(tmp_path, older).save(epoch=3)
+    assert resume.ResumeState(tmp_path, key).load() is None
+    assert "(format changed); starting fresh" in capsys.readouterr().err
+    resume.ResumeState(tmp_path, key).save(epoch=4)
+    assert resume.ResumeState(tmp_path, key).load()["epoch"] == 4

@@ -71,9 +71,18 @@ def dataset_digest(root: str | os.PathLike[str], checks: Iterable[str | os.PathL
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+# What a saved state means, beyond its inputs: raise it when the code changes how training draws its batches
+# or random numbers, so that a state saved by the old code is not continued by the new one (the run would
+# mix two streams). 2: pretraining augmentations seeded per sample (data/epochs.py); COCO's loader and
+# PreciseBN batches drawn as VOC's (transfer/detection_training.py).
+STATE_FORMAT = "2"
+
+
 def job_key(spec: Mapping[str, Any], **inputs: str | None) -> dict[str, str]:
-    """What a job's state was made from: the spec's hash and one digest per input (None: not used)."""
-    return {"spec": spec_hash(spec), **{name: value for name, value in inputs.items() if value is not None}}
+    """What a job's state was made from: the state format, the spec's hash and one digest per input
+    (None: not used)."""
+    used = {name: value for name, value in inputs.items() if value is not None}
+    return {"format": STATE_FORMAT, "spec": spec_hash(spec), **used}
 
 
 class ResumeState:
