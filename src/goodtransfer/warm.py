@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENV = "GOODTRANSFER_WARM"
 # Read by the interpreter or by the preloaded libraries when they load (OpenBLAS sizes its thread pool from
 # OPENBLAS_NUM_THREADS): a client must agree with the server on them. Snakemake sets the *_THREADS ones.
 START_ENV_PREFIXES = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "GOTO_", "VECLIB_", "NUMEXPR_", "KMP_", "TORCH",
@@ -95,8 +94,13 @@ def client(address: str, argv: list[str]) -> int | None:
         reason = (reply or "refused: it closed the connection").removeprefix("refused: ")
         _say(f"{reason}; running the job in this process")
         return None
-    for signum in FORWARDED:  # the child is the server's, not ours: pass stop requests on
-        signal.signal(signum, lambda signum, frame: conn.send(bytes([signum])))
+
+    def forward(signum: int, frame: object) -> None:  # the child is the server's, not ours: pass it on
+        with contextlib.suppress(OSError):
+            conn.send(bytes([signum]))
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
     status = _read_line(conn)
     if status is None:
         _say("the server closed the connection before the job ended")
@@ -122,10 +126,12 @@ def preload() -> None:
     import importlib
     import pkgutil
 
-    import torch  # noqa: F401
+    import torch
     import torchvision  # noqa: F401
 
     import goodtransfer
+
+    TORCH_RNG.append(torch.get_rng_state())  # as a fresh import leaves it, whatever later imports draw
 
     for module in pkgutil.walk_packages(goodtransfer.__path__, "goodtransfer."):
         if module.name != "goodtransfer.__main__":
@@ -141,7 +147,9 @@ def _unsafe_to_fork() -> str | None:
             f"{threads} threads after the imports (a library's thread pool: set OMP_NUM_THREADS=1 and "
             "OPENBLAS_NUM_THREADS=1, as Snakemake does for a one-thread job); forking them is unsafe"
         )
-    return "CUDA was initialised by the imports; a forked child cannot use it" * torch.cuda.is_initialized()
+    if torch.cuda.is_initialized():
+        return "CUDA was initialised by the imports; a forked child cannot use it"
+    return None
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -162,7 +170,8 @@ def _reopen_std_streams() -> None:
     """New sys.std* over the client's fds, buffered as a fresh interpreter would buffer them."""
     encoding = {"encoding": sys.stdout.encoding, "errors": sys.stdout.errors, "closefd": False}
     sys.stdin = sys.__stdin__ = open(0, encoding=sys.stdin.encoding, closefd=False)  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1 if os.isatty(1) else -1, **encoding)  # noqa: SIM115
+    line_buffered = os.isatty(1) or sys.stdout.write_through  # python -u (write-through): closest is by line
+    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1 if line_buffered else -1, **encoding)  # noqa: SIM115
     sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115
                                        errors="backslashreplace", closefd=False)  # fmt: skip
 
@@ -182,6 +191,7 @@ def _child(request: dict[str, Any], fds: list[int], handlers: dict[int, Any]) ->
     import traceback
 
     import numpy
+    import torch
 
     from goodtransfer import cli
 
@@ -201,6 +211,7 @@ def _child(request: dict[str, Any], fds: list[int], handlers: dict[int, Any]) ->
     tempfile.tempdir = None  # cached by the server's imports; the job's TMPDIR decides
     random.seed()  # a fresh process draws fresh seeds from the OS
     numpy.random.seed()
+    torch.set_rng_state(TORCH_RNG[0])
     try:
         code = cli.main(request["argv"])
     except SystemExit as stop:
@@ -223,8 +234,7 @@ def _child(request: dict[str, Any], fds: list[int], handlers: dict[int, Any]) ->
 
 def _job_name(argv: list[str]) -> tuple[str, str]:
     """The command and the run (a spec's run, else --name) of a job's argv, for the log."""
-    words = iter(argv)
-    command = next((w for w in words if not w.startswith("-") and not w.isdigit()), "?")
+    command = next((w for w in argv if not w.startswith("-") and not w.isdigit()), "?")
     options = dict(zip(argv, argv[1:], strict=False))
     try:
         run = json.loads(options.get("--spec", "{}")).get("run", "")
@@ -259,20 +269,21 @@ class Server:
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
+        fds: list[int] = []
         try:
             request, fds = _read_request(conn)
             refusal = _mismatch(self.identity, request["identity"])
             conn.sendall(f"refused: {refusal}\n".encode() if refusal else b"ok\n")
+            if refusal is None:
+                self._fork(Job(conn, request["argv"]), request, fds)
         except (OSError, ValueError, KeyError) as err:
-            print(f"warm server: a bad request ({err}); ignored", file=sys.stderr, flush=True)
+            print(f"warm server: a request failed ({err}); not run", file=sys.stderr, flush=True)
+            refusal = "failed"
+        finally:
+            for fd in fds:  # the child has its copies
+                os.close(fd)
+        if refusal is not None:
             conn.close()
-            return
-        if refusal:
-            conn.close()
-        else:
-            self._fork(Job(conn, request["argv"]), request, fds)
-        for fd in fds:
-            os.close(fd)
 
     def _fork(self, job: Job, request: dict[str, Any], fds: list[int]) -> None:
         pid = os.fork()
@@ -341,6 +352,7 @@ class Server:
 
 HANDLERS: dict[int, Any] = {}  # the signal handlers a fresh interpreter starts with, for the children
 IMPORT_ENV: dict[str, str] = {}  # what the imports added to os.environ
+TORCH_RNG: list[Any] = []  # torch's generator state right after `import torch`
 
 
 class StopRequest(Exception):  # noqa: N818 - a request, not an error
