@@ -40,14 +40,18 @@ def _wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("warm")
+def _start_server(folder: Path) -> tuple[Path, Path, subprocess.Popen[str]]:
     address, log = folder / "socket", folder / "warm.log"
     command = [sys.executable, "-m", "goodtransfer.warm", "serve", str(address), "--log", str(log)]
     process = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: address.exists() or process.poll() is not None)
     assert address.exists(), process.communicate()[1]
+    return address, log, process
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    address, log, process = _start_server(tmp_path_factory.mktemp("warm"))
     yield address, log, process
     process.terminate()
     assert process.wait(timeout=60) == 0
@@ -115,7 +119,7 @@ def test_a_bad_input_exits_2_with_the_message_of_a_fresh_run(server, tmp_path):
 
 
 def _long_job(address: Path, data: Path, out: Path) -> subprocess.Popen[str]:
-    spec = tiny_moco_spec(run="warm-stopped", epochs=200)
+    spec = tiny_moco_spec(run="warm-stopped", epochs=2000)  # stopped long before its end
     job = subprocess.Popen(
         pretrain_command(spec, data, out), env=_env(address), stderr=subprocess.PIPE, text=True
     )
@@ -143,6 +147,32 @@ def test_a_killed_client_takes_its_job_with_it(server, imagenet, tmp_path):
     _wait_for(lambda: not Path(f"/proc/{child}").exists(), timeout=5)
     assert _jobs(log)[-1]["status"] == 128 + signal.SIGKILL
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="OpenBLAS starts no thread pool on one core")
+def test_a_server_whose_imports_started_threads_refuses_to_serve(tmp_path):
+    env = {k: v for k, v in _env().items() if k not in ONE_THREAD}
+    command = [sys.executable, "-m", "goodtransfer.warm", "serve", str(tmp_path / "socket")]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "threads after the imports" in done.stderr
+    assert "forking them is unsafe" in done.stderr and not (tmp_path / "socket").exists()
+
+
+def test_a_job_dies_with_its_server(imagenet, tmp_path):
+    address, _, process = _start_server(tmp_path)
+    job = _long_job(address, imagenet, tmp_path / "out")
+    (child,) = map(int, Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split())
+    process.kill()  # SIGKILL: no chance to stop its jobs
+    process.wait()
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 1 and "the server closed the connection before the job ended" in stderr
+    _wait_for(
+        lambda: (
+            not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+        ),
+        timeout=5,
+    )
+    assert not (tmp_path / "out/checkpoint.pt").exists()
 
 
 def test_without_a_server_the_job_runs_in_its_own_process_and_says_why(tmp_path):

@@ -176,6 +176,16 @@ def _reopen_std_streams() -> None:
                                        errors="backslashreplace", closefd=False)  # fmt: skip
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this child if the server dies (killed, out of memory): no orphan job keeps writing."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the server died before the request took effect
+        os._exit(128 + signal.SIGKILL)
+
+
 def _exit_code(stop: SystemExit) -> int:
     """As the interpreter maps ``sys.exit(code)``: None is 0, a non-integer is printed and gives 1."""
     if stop.code is None or isinstance(stop.code, int):
@@ -290,6 +300,7 @@ class Server:
         if pid == 0:
             code = 1
             try:
+                _die_with_parent()
                 self.selector.close()
                 for sock in (self.listener, *(j.conn for j in self.jobs), job.conn):
                     sock.close()
