@@ -100,7 +100,7 @@ def test_a_pretraining_and_a_readout_through_the_server_equal_fresh_runs(server,
         ours, reference = (json.loads((tmp_path / name / output).read_text()) for name in ("warm", "fresh"))
         assert _without_timing(ours) == _without_timing(reference), output
     jobs = [(job["command"], job["run"], job["status"]) for job in _jobs(log)]
-    assert ("pretrain", "warm-pretrain", 0) in jobs and ("downstream", "warm-readout", 0) in jobs
+    assert ("pretrain", "warm-pretrain", 0) in jobs and ("downstream linear", "warm-readout", 0) in jobs
 
 
 BAD_INPUT = ["check-dataset", "--kind", "imagefolder", "--root", "/nonexistent-root", "--out", "x.json"]

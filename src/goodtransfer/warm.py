@@ -243,14 +243,16 @@ def _child(request: dict[str, Any], fds: list[int], handlers: dict[int, Any]) ->
 
 
 def _job_name(argv: list[str]) -> tuple[str, str]:
-    """The command and the run (a spec's run, else --name) of a job's argv, for the log."""
+    """The command (downstream with its protocol) and the run (the spec's, else --name), for the log."""
     command = next((w for w in argv if not w.startswith("-") and not w.isdigit()), "?")
     options = dict(zip(argv, argv[1:], strict=False))
     try:
-        run = json.loads(options.get("--spec", "{}")).get("run", "")
-    except (json.JSONDecodeError, AttributeError):
-        run = ""
-    return command, run or options.get("--name", "")
+        spec = json.loads(options.get("--spec", "{}"))
+        spec = spec if isinstance(spec, dict) else {}
+    except json.JSONDecodeError:
+        spec = {}
+    protocol = f" {spec['protocol']}" if command == "downstream" and "protocol" in spec else ""
+    return command + protocol, spec.get("run") or options.get("--name", "")
 
 
 class Server:
