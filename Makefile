@@ -19,8 +19,9 @@ APT_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra
 .PHONY: demo test install install-dev system-deps lint format clean
 
 # One line per finished job (done/total, elapsed, time left); Snakemake's full output: logs/snakemake-follow.log
+# --warm: jobs fork from a server that imported torch once (logs/warm-server.log); drop it to start each fresh
 demo: install system-deps
-	$(BIN)/python -m goodtransfer.follow paper/build/report.pdf --profile profiles/local --cores $(CORES)
+	$(BIN)/python -m goodtransfer.follow paper/build/report.pdf --warm --profile profiles/local --cores $(CORES)
 
 test: install-dev system-deps
 	$(BIN)/python -m pytest

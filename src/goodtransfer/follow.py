@@ -1,20 +1,31 @@
 """``python -m goodtransfer.follow <targets> <snakemake options>``: run Snakemake and print one line per
 finished job (jobs done of the total, elapsed time, an estimate of the time left), keeping Snakemake's full
-output in a log file; at the end, where the targets are and how long the run took, or the log's tail."""
+output in a log file; at the end, where the targets are and how long the run took, or the log's tail.
+``--warm``: the jobs run in a warm fork server (goodtransfer.warm) for the length of the run."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TextIO
 
 FINISHED = re.compile(r"Finished jobid: \d+ \(Rule: (?P<rule>[^)]+)\)")
 PROGRESS = re.compile(r"(?P<done>\d+) of (?P<total>\d+) steps \(\d+%\) done")
 NOTHING = "Nothing to be done"
+WARM_LOG = Path("logs/warm-server.log")
+# What Snakemake exports to a one-thread job (snakemake.shell): the server must start with what its
+# clients start with (goodtransfer.warm.START_ENV_PREFIXES); a job of more threads runs fresh.
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
 
 
 def clock(seconds: float) -> str:
@@ -44,8 +55,46 @@ def follow(lines: TextIO, log: TextIO, out: TextIO, start: float) -> None:
             print(line.strip(), file=out, flush=True)
 
 
+@contextmanager
+def warm_server(timeout: float = 120.0) -> Iterator[dict[str, str]]:
+    """Start ``goodtransfer.warm`` on a socket in a private folder; yield the variables that send the jobs
+    to it (none if it did not come up: they run fresh); stop it at the end, whatever the end."""
+    folder = Path(tempfile.mkdtemp(prefix="goodtransfer-warm-"))  # mode 0700: only we can connect
+    address = folder / "socket"
+    WARM_LOG.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "goodtransfer.warm", "serve", str(address), "--log", str(WARM_LOG)]
+    with WARM_LOG.open("a") as log:
+        server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                  env={**os.environ, **ONE_THREAD}, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not address.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if address.exists():
+            print(f"jobs run in a warm server (one line per job: {WARM_LOG})", flush=True)
+            yield {"GOODTRANSFER_WARM": str(address)}
+        else:
+            print(f"the warm server did not start (see {WARM_LOG}); the jobs start fresh", flush=True)
+            yield {}
+    finally:
+        server.terminate()  # its running jobs get SIGTERM and unwind
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    warm = "--warm" in args
+    args = [a for a in args if a != "--warm"]
+    with warm_server() if warm else nullcontext({}) as env:
+        return _run(args, {**os.environ, **env})
+
+
+def _run(args: list[str], env: dict[str, str]) -> int:
     log_path = Path("logs/snakemake-follow.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The targets: the arguments before the first option (after it, --configfile would take them as files).
@@ -57,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         log_path.open("w") as log,
         subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
         ) as run,
     ):
         assert run.stdout is not None
