@@ -102,14 +102,14 @@ def test_batch_not_split_by_shuffle_bn_fails():
 
 def test_milestone_past_the_last_epoch_fails():
     _fails(
-        lambda config: config["pretrain"]["runs"]["mocov1"].update(milestones=[9, 15]),
-        "pretrain.runs.mocov1.milestones: [15] are outside the run of 15 epochs",
+        lambda config: config["pretrain"]["runs"]["mocov1"].update(milestones=[5, 8]),
+        "pretrain.runs.mocov1.milestones: [8] are outside the run of 8 epochs",
     )
 
 
 def test_detection_step_past_max_iter_fails():
     _fails(
-        lambda config: config["downstream"]["voc07"].update(steps=[100, 150]),
+        lambda config: config["downstream"]["voc07"].update(max_iter=150, steps=[100, 150]),
         "downstream.voc07.steps: [150] are outside the run of 150 iterations",
     )
 
@@ -129,18 +129,18 @@ def test_inherited_protocol_is_checked_against_its_task_settings_naming_the_key(
 
 def test_figure_epoch_no_backbone_is_kept_at_fails():
     _fails(
-        lambda config: config["figures"]["figure4"].update(epochs=[5, 7]),
-        "figures.figure4.epochs[1]: run 'supervised-frcgb' keeps no backbone at epoch 7",
+        lambda config: config["figures"]["figure4"].update(epochs=[3, 5]),
+        "figures.figure4.epochs[1]: run 'supervised-frcgb' keeps no backbone at epoch 5",
     )
 
 
 def test_kept_backbone_row_is_taken_by_tables_but_not_by_inversion_figures():
     config = copy.deepcopy(CONFIG)
-    config["tables"]["table1"]["groups"][0]["rows"][0]["run"] = "supervised-frcgb@ep10"
+    config["tables"]["table1"]["groups"][0]["rows"][0]["run"] = "supervised-frcgb@ep6"
     check_config(config)
     _fails(
-        lambda config: config["figures"]["figure2"]["runs"][0].update(run="supervised-frcgb@ep10"),
-        "figures.figure2.runs[0].run: 'supervised-frcgb@ep10': a kept backbone",
+        lambda config: config["figures"]["figure2"]["runs"][0].update(run="supervised-frcgb@ep6"),
+        "figures.figure2.runs[0].run: 'supervised-frcgb@ep6': a kept backbone",
     )
 
 

@@ -112,7 +112,8 @@ def tiny_moco_spec(**overrides) -> dict:
         "run": "test", "recipe": "test", "method": "moco", "dataset": "imagenet", "arch": "resnet10",
         "input_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.03, "lr_reference_batch": 8, "momentum": 0.9,
         "weight_decay": 1e-4, "schedule": "cosine", "milestones": [], "workers": 0, "checkpoint_every": 1,
-        "augment": ["flip", "crop"], "augmentations": {"flip": {"p": 0.5}, "crop": {"scale": [0.2, 1.0]}},
+        "cache_images": False, "augment": ["flip", "crop"],
+        "augmentations": {"flip": {"p": 0.5}, "crop": {"scale": [0.2, 1.0]}},
         "moco": {"dim": 8, "K": 32, "m": 0.99, "T": 0.2, "mlp": True, "shuffle_bn_splits": 2},
         "device": "cpu", "precision": "fp32", "channels_last": False, "seed": 0,
     }  # fmt: skip

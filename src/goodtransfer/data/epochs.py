@@ -26,6 +26,22 @@ class EpochIndices(DistributedSampler):
         return ((epoch, index) for index in super().__iter__())
 
 
+class DecodedImages(Dataset):
+    """``dataset``'s (image, label) pairs, each read and decoded once and then kept in memory: for the small
+    stand-ins, whose epochs would otherwise decode every file again (each loader worker keeps its own)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset, self.decoded = dataset, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        if index not in self.decoded:
+            self.decoded[index] = self.dataset[index]
+        return self.decoded[index]
+
+
 class SeededSamples(Dataset):
     """``dataset``'s (image, label) ``index`` for an ``(epoch, index)`` key, the image through ``transform``
     with torch's and Python's generators seeded by (seed, epoch, index); the process's generators are left
@@ -72,11 +88,12 @@ def epoch_loader(
     *,
     rank: int = 0,
     world_size: int = 1,
+    cache_images: bool = False,
 ) -> DataLoader:
     """Whole batches of this rank's share of ``dataset`` (built without a transform) through ``transform``,
     for the epoch set by ``at_epoch``. On a GPU the batches come in pinned memory; workers, if any, live for
-    the whole run."""
-    samples = SeededSamples(dataset, transform, seed)
+    the whole run. ``cache_images`` keeps every decoded image in memory after its first read."""
+    samples = SeededSamples(DecodedImages(dataset) if cache_images else dataset, transform, seed)
     sampler = EpochIndices(
         samples, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )

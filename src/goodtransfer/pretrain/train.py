@@ -60,6 +60,7 @@ def _loader(spec: dict[str, Any], dataset: Any, two_views: bool, compute: Comput
         compute.device,
         rank=ddp.rank(),
         world_size=ddp.world_size(),
+        cache_images=spec["cache_images"],
     )
 
 
