@@ -46,7 +46,8 @@ def one_thread():
 
 def _spec(**overrides) -> dict:
     # 32 proposals pooled to 8x8 (config.yaml's: 16 at 6x6): 6 iterations then detect something (AP > 0).
-    roi_heads = {**protocol_spec("voc07", "r")["roi_heads"], "pooler_resolution": 8, "batch_size_per_image": 32}
+    roi_heads = {**protocol_spec("voc07", "r")["roi_heads"], "pooler_resolution": 8}
+    roi_heads["batch_size_per_image"] = 32
     return protocol_spec("voc07", "r", roi_heads=roi_heads, **{
         "max_iter": 6, "base_lr": 0.005, "steps": [4], "warmup_iters": 1, "min_size_train": list(TRAIN_SIZES),
         "min_size_test": TEST_SIZE, "checkpoint_period": 3, "eval_period": 3, "classes": CLASSES, **FP32_CPU,
