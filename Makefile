@@ -23,8 +23,11 @@ APT_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra
 demo: install system-deps
 	$(BIN)/python -m goodtransfer.follow paper/build/report.pdf --warm --profile profiles/local --cores $(CORES)
 
+# Two pytest workers, each taking whole test files (their module fixtures build a workspace once): the
+# suite's subprocesses, Snakemake runs and SLURM waits overlap on 2 cores.
+TEST_WORKERS ?= 2
 test: install-dev system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(VENV)/.installed
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.workflow import copy_workflow, snakemake, write_config
+from tests.workflow import copy_workflow, snakemake, warm_jobs, write_config
 
 CLAIM = "table3-exemplarv2-imagenet"
 FIGURE_CLAIMS = ["figure7-supervised-more-localisation-errors", "figure6-moco-reconstructs-closer"]
@@ -32,7 +32,10 @@ OVERRIDES = {
 def workdir(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("claims"))
     write_config(workdir / "claims.yaml", OVERRIDES)
-    done = snakemake(workdir, "paper/build/report.pdf", "--configfile", "tiny.yaml", "claims.yaml")
+    with warm_jobs(workdir) as warm:
+        done = snakemake(
+            workdir, "paper/build/report.pdf", "--configfile", "tiny.yaml", "claims.yaml", env=warm
+        )
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir
 

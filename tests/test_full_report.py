@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from tests.workflow import copy_workflow, snakemake, write_config
+from tests.workflow import copy_workflow, snakemake, warm_jobs, write_config
 
 TABLES = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10"]
 FIGURES = ["figure1", "figure2", "figure4", "figure6", "figure7"]
@@ -60,9 +60,9 @@ OVERRIDES = {
 def built(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("report"))
     write_config(workdir / "full.yaml", OVERRIDES)
-    done = snakemake(
-        workdir, "paper/build/report.pdf", "--configfile", "tiny.yaml", "full.yaml", timeout=1800
-    )
+    with warm_jobs(workdir) as warm:
+        targets = ("paper/build/report.pdf", "--configfile", "tiny.yaml", "full.yaml")
+        done = snakemake(workdir, *targets, timeout=1800, env=warm)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -65,6 +68,22 @@ def snakemake(
     slurm = {} if slurm_cluster else no_slurm_cluster()
     env = {**os.environ, **slurm, **(env or {}), "PATH": path}
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@contextlib.contextmanager
+def warm_jobs(workdir: Path) -> Iterator[dict[str, str]]:
+    """The variables that send a workflow's jobs to a warm server, as `make demo` runs them (the big report
+    builds: ~5 CPU-seconds of imports saved per job); the server logs to ``workdir``/logs/warm-server.log.
+    Fails if the server did not start, rather than letting the jobs quietly start fresh."""
+    from goodtransfer.follow import warm_server
+
+    with contextlib.redirect_stdout(io.StringIO()), warm_server(workdir / "logs/warm-server.log") as env:
+        assert env, (workdir / "logs/warm-server.log").read_text()[-2000:]
+        yield env
+    # A job the server refused says why in its log and ran fresh: none may have.
+    logs = (workdir / "logs").rglob("*.log")
+    refused = [p for p in logs if "goodtransfer: warm server:" in p.read_text(errors="replace")]
+    assert not refused, [p.read_text()[-500:] for p in refused]
 
 
 @functools.cache

@@ -56,14 +56,14 @@ def follow(lines: TextIO, log: TextIO, out: TextIO, start: float) -> None:
 
 
 @contextmanager
-def warm_server(timeout: float = 120.0) -> Iterator[dict[str, str]]:
+def warm_server(log_path: Path = WARM_LOG, timeout: float = 120.0) -> Iterator[dict[str, str]]:
     """Start ``goodtransfer.warm`` on a socket in a private folder; yield the variables that send the jobs
     to it (none if it did not come up: they run fresh); stop it at the end, whatever the end."""
     folder = Path(tempfile.mkdtemp(prefix="goodtransfer-warm-"))  # mode 0700: only we can connect
     address = folder / "socket"
-    WARM_LOG.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "goodtransfer.warm", "serve", str(address), "--log", str(WARM_LOG)]
-    with WARM_LOG.open("a") as log:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "goodtransfer.warm", "serve", str(address), "--log", str(log_path)]
+    with log_path.open("a") as log:
         server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                   env={**os.environ, **ONE_THREAD}, start_new_session=True)  # fmt: skip
     try:
@@ -71,10 +71,10 @@ def warm_server(timeout: float = 120.0) -> Iterator[dict[str, str]]:
         while not address.exists() and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         if address.exists():
-            print(f"jobs run in a warm server (one line per job: {WARM_LOG})", flush=True)
+            print(f"jobs run in a warm server (one line per job: {log_path})", flush=True)
             yield {"GOODTRANSFER_WARM": str(address)}
         else:
-            print(f"the warm server did not start (see {WARM_LOG}); the jobs start fresh", flush=True)
+            print(f"the warm server did not start (see {log_path}); the jobs start fresh", flush=True)
             yield {}
     finally:
         server.terminate()  # its running jobs get SIGTERM and unwind
