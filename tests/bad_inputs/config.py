@@ -145,18 +145,18 @@ CASES: list[Case] = [
     ),
     Case(
         "config-milestone-past-epochs",
-        dry("config-milestone-past-epochs", {"pretrain": {"recipes": {"mocov1": {"milestones": [9, 20]}}}}),
+        dry("config-milestone-past-epochs", {"pretrain": {"recipes": {"mocov1": {"milestones": [5, 20]}}}}),
         (
-            "config: pretrain.runs.mocov1.milestones: [20] are outside the run of 15 epochs",
-            "expected each in 1..14",
+            "config: pretrain.runs.mocov1.milestones: [20] are outside the run of 8 epochs",
+            "expected each in 1..7",
         ),
     ),
     Case(
         "config-detection-step-past-max-iter",
-        dry("config-detection-step-past-max-iter", {"downstream": {"voc0712": {"steps": [225, 300]}}}),
+        dry("config-detection-step-past-max-iter", {"downstream": {"voc0712": {"steps": [150, 200]}}}),
         (
-            "config: downstream.voc0712.steps: [300] are outside the run of 300 iterations",
-            "expected each in 1..299",
+            "config: downstream.voc0712.steps: [200] are outside the run of 200 iterations",
+            "expected each in 1..199",
         ),
     ),
     Case(
@@ -233,9 +233,9 @@ CASES: list[Case] = [
     ),
     Case(
         "config-figure-epoch-not-kept",
-        dry("config-figure-epoch-not-kept", {"figures": {"figure4": {"epochs": [5, 12]}}}),
+        dry("config-figure-epoch-not-kept", {"figures": {"figure4": {"epochs": [3, 7]}}}),
         (
-            "config: figures.figure4.epochs[1]: run 'supervised-frcgb' keeps no backbone at epoch 12",
+            "config: figures.figure4.epochs[1]: run 'supervised-frcgb' keeps no backbone at epoch 7",
             "keep_every",
         ),
     ),
