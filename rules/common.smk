@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from goodtransfer import config as gtc
-from goodtransfer.fetch import released_url
+from goodtransfer.fetch import released_sha256, released_url
 from goodtransfer.config_check import detection_protocols
 from goodtransfer.published import check_published_run
 

@@ -154,8 +154,9 @@ rule fetch_lpips_weights:
         PYTHON_CONTAINER
     params:
         url=lambda w: released_url(w.name, "paper/reference/lpips_weights.yaml"),
+        sha256=lambda w: released_sha256(w.name, "paper/reference/lpips_weights.yaml"),
     shell:
-        "python -m goodtransfer fetch --url {params.url:q} --out {output:q} 2> {log:q}"
+        "python -m goodtransfer fetch --url {params.url:q} --sha256 {params.sha256:q} --out {output:q} 2> {log:q}"
 
 
 # Figure 4: VOC07 AP against pretraining epoch (backbones kept every `keep_every` epochs) and against

@@ -52,5 +52,8 @@ rule fetch_released_checkpoint:
         PYTHON_CONTAINER
     params:
         url=lambda w: released_url(w.name, "paper/reference/released_checkpoints.yaml"),
+        sha256=lambda w: released_sha256(
+            w.name, "paper/reference/released_checkpoints.yaml"
+        ),
     shell:
-        "python -m goodtransfer fetch --url {params.url:q} --out {output:q} 2> {log:q}"
+        "python -m goodtransfer fetch --url {params.url:q} --sha256 {params.sha256:q} --out {output:q} 2> {log:q}"

@@ -118,6 +118,38 @@ def test_moco_checkpoint_with_an_unknown_extra_module_fails_naming_it(tmp_path, 
         load_any_backbone(path)
 
 
+def _openmmlab(backbone: dict[str, torch.Tensor], memory_bank: bool) -> dict[str, object]:
+    """mmselfsup 1.x's published layout (NPID, SimCLR): meta and one state dict holding the backbone under
+    ``backbone.`` beside the projection neck, the loss head and NPID's memory bank."""
+    width = backbone["layer4.0.conv1.weight"].shape[0]
+    state_dict = {f"backbone.{key}": value for key, value in backbone.items()}
+    state_dict |= {"neck.mlp.0.weight": torch.randn(128, width), "neck.mlp.0.bias": torch.randn(128)}
+    if memory_bank:
+        state_dict["memory_bank.feature_bank"] = torch.randn(64, 128)
+    meta = {"epoch": 200, "iter": 1000, "mmengine_version": "0.1.0", "dataset_meta": {}}
+    return {"meta": meta, "state_dict": state_dict}
+
+
+@pytest.mark.parametrize("memory_bank", [True, False], ids=["npid", "simclr"])
+def test_openmmlab_selfsup_checkpoint_keeps_only_the_backbone(tmp_path, backbones, memory_bank):
+    path = tmp_path / "npid_resnet50_8xb32-steplr-200e_in1k_20220825-a67c5440.pth"
+    # mmselfsup's publish_model.py saves in the legacy (pre-zip) format
+    torch.save(_openmmlab(backbones["resnet18"], memory_bank), path, _use_new_zipfile_serialization=False)
+    state_dict, meta = load_any_backbone(path)
+    _assert_same_backbone(state_dict, backbones["resnet18"])
+    assert meta["source_format"] == "openmmlab" and meta["arch"] == "resnet18"
+    assert meta["prefix"] == "backbone." and meta["wrapper"] == "state_dict"
+
+
+def test_openmmlab_checkpoint_with_an_unknown_part_fails_naming_it(tmp_path, backbones):
+    obj = _openmmlab(backbones["resnet10"], memory_bank=False)
+    obj["state_dict"]["predictor.weight"] = torch.zeros(3)
+    path = tmp_path / "byol.pth"
+    torch.save(obj, path)
+    with pytest.raises(InputError, match=r"byol\.pth.*predictor\.weight"):
+        load_any_backbone(path)
+
+
 def test_plain_torchvision_state_dict_drops_classifier_and_infers_arch(tmp_path, backbones):
     path = tmp_path / "resnet10-plain.pth"
     torch.save(backbones["resnet10"] | _head(), path)
@@ -302,6 +334,7 @@ def test_pickle_with_code_objects_is_refused_without_running_them(tmp_path, back
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": backbones["resnet10"], "hook": smuggled}, path)
     SIDE_EFFECTS.clear()
-    with pytest.raises(InputError, match=re.escape(f"{path}: not a readable PyTorch checkpoint")):
+    with pytest.raises(InputError, match=re.escape(f"{path}: not read: it pickles Python objects")) as caught:
         load_any_backbone(path)
     assert SIDE_EFFECTS == []
+    assert "tests.test_checkpoint_import." in str(caught.value)  # the refused global is named

@@ -225,6 +225,18 @@ def test_claims_section_is_rendered_with_escaped_text(tmp_path: Path) -> None:
     tex = render_report([], context, ROOT / "paper", claims=claims)
     assert r"\section{Claims}" in tex and r"AP\_75 gap \& 50\% more" in tex
     assert "+0.30" in tex and "+1.25" in tex and "[" in tex and INCONCLUSIVE in tex
+    assert r"& same & " in tex and "Same sign as the paper: 1 of 1 claims" in tex
+
+
+def test_claims_section_says_when_our_effect_points_against_the_paper(tmp_path: Path) -> None:
+    inputs = {  # Exemplar-v2 below MoCo-v2 on both seeds: the paper's +0.30 the other way round
+        "voc07/mocov2-frcgb": _metrics(tmp_path, "voc07", "mocov2-frcgb", {0: 42.0, 1: 44.0}),
+        "voc07/exemplarv2": _metrics(tmp_path, "voc07", "exemplarv2", {0: 41.0, 1: 43.5}),
+    }
+    claims = evaluate_claims({"c": CLAIM}, {"c": inputs}, REFERENCE)
+    assert claims["claims"][0]["same_sign_as_paper"] is False
+    tex = render_report([], {"scale_note": "test", "provenance": []}, ROOT / "paper", claims=claims)
+    assert r"& opposite & " in tex and "Same sign as the paper: 0 of 1 claims" in tex
 
 
 def test_pretrain_seeds_add_replicas_pretrained_from_other_seeds() -> None:

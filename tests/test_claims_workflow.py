@@ -80,6 +80,10 @@ def test_report_has_the_claims_section(workdir):
     flat = " ".join(text.split())
     assert "1 Claims" in flat and all(name in flat for name in (CLAIM, *FIGURE_CLAIMS))
     assert "inconclusive at this n" in flat and "one-sided paired t test over seeds" in flat
+    claims = json.loads((workdir / "results/claims.json").read_text())["claims"]
+    same = sum(claim["same_sign_as_paper"] is True for claim in claims)
+    signed = sum(claim["same_sign_as_paper"] is not None for claim in claims)
+    assert f"Same sign as the paper: {same} of {signed} claims" in flat
 
 
 def test_claim_pairs_two_seeds_of_real_runs_and_lists_their_files(workdir):

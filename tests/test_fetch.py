@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from goodtransfer.fetch import fetch, released_url
+from goodtransfer.fetch import fetch, released_sha256, released_url
 from goodtransfer.io import InputError, read_json, read_yaml
 from tests.workflow import ROOT
 
@@ -104,3 +104,62 @@ def test_every_lpips_file_of_the_paper_preset_has_an_address():
     lpips = ROOT / "paper/reference/lpips_weights.yaml"
     for path in named:
         assert released_url(Path(path).stem, lpips).endswith(f"/{Path(path).name}")
+
+
+def test_a_published_digest_is_checked_and_a_different_file_is_refused_unwritten(tmp_path):
+    source = tmp_path / "npid.pth"
+    source.write_bytes(b"weights" * 1000)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    out = tmp_path / "checkpoints/released/npid.pth"
+    assert fetch(source.as_uri(), out, expected_sha256=digest[:8]) == digest
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:8]
+    refused = tmp_path / "checkpoints/released/other.pth"
+    with pytest.raises(InputError, match=f"does not start with {wrong}.*nothing was written to {refused}"):
+        fetch(source.as_uri(), refused, expected_sha256=wrong)
+    assert sorted(path.name for path in refused.parent.iterdir()) == ["npid.pth", "npid.pth.json"]
+
+
+def test_figure2_checkpoints_are_registered_with_address_and_published_digest():
+    runs = read_yaml(ROOT / "presets/paper.yaml")["pretrain"]["runs"]
+    for run, method in (("instdisc-mmselfsup", "npid"), ("simclr-mmselfsup", "simclr")):
+        name = Path(runs[run]["import_from"]).stem
+        url = released_url(name, REGISTRY)
+        assert url.startswith(f"https://download.openmmlab.com/mmselfsup/1.x/{method}/") and url.endswith(
+            f"/{name}.pth"
+        )
+        # mmselfsup's publish_model.py ends each name with the first 8 hex digits of the file's SHA-256
+        assert released_sha256(name, REGISTRY) == name.rsplit("-", 1)[1]
+    assert released_sha256("exemplar_v2", REGISTRY) == ""  # the authors publish no digest
+
+
+def test_a_malformed_registry_digest_is_named(tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("base_url: https://example.org/\nfiles:\n  model: {sha256: A67C}\n")
+    with pytest.raises(InputError, match=r"files.model.sha256 is 'A67C'; expected 8 to 64 lowercase hex"):
+        released_sha256("model", registry)
+
+
+def test_an_openmmlab_file_fetched_with_its_digest_imports_as_a_run(tmp_path):
+    import torch
+
+    from goodtransfer.checkpoint import load_backbone
+    from goodtransfer.models.backbone import backbone_state_dict, build_resnet
+    from goodtransfer.pretrain.train import import_backbone
+
+    torch.manual_seed(0)
+    weights = backbone_state_dict(build_resnet("resnet10"))
+    source = tmp_path / "published.pth"
+    state_dict = {f"backbone.{key}": value for key, value in weights.items()}
+    state_dict["neck.mlp.0.weight"] = torch.zeros(4, 512)
+    torch.save(
+        {"meta": {"epoch": 200}, "state_dict": state_dict}, source, _use_new_zipfile_serialization=False
+    )
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    fetched = tmp_path / "checkpoints/released/simclr.pth"
+    fetch(source.as_uri(), fetched, expected_sha256=digest[:8])
+    spec = {"run": "simclr-mmselfsup", "arch": "resnet10", "import_from": str(fetched)}
+    import_backbone(spec, tmp_path / "checkpoint.pt", tmp_path / "train_log.json")
+    imported, meta = load_backbone(tmp_path / "checkpoint.pt")
+    assert meta["method"] == "imported:openmmlab" and meta["source_checksum"] == f"sha256 {digest}"
+    assert sorted(imported) == sorted(weights)
+    assert all(torch.equal(imported[key], value) for key, value in weights.items())

@@ -30,7 +30,15 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
     )
     # pretrain_seeds: MoCo-v2 and Exemplar-v2 twice more each (4 replicas, read out linearly too); SupCon
     # (Tables 3 and 9's control, not in the paper) once.
-    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (42 + 4, 2, 35 + 4)
+    # Figure 2's InstDisc and SimCLR: OpenMMLab's released backbones, fetched and imported (no readout).
+    assert (rules["pretrain"], rules["fetch_released_checkpoint"], protocols["linear"]) == (
+        42 + 4 + 2,
+        4,
+        35 + 4,
+    )
+    fetched = {wildcards for rule, wildcards in jobs if rule == "fetch_released_checkpoint"}
+    assert {"name=npid_resnet50_8xb32-steplr-200e_in1k_20220825-a67c5440",
+            "name=simclr_resnet50_16xb256-coslr-200e_in1k_20220825-4d9cce50"} < fetched  # fmt: skip
     assert rules["fetch_lpips_weights"] == 2  # LPIPS's SqueezeNet and its linear layers (Figures 2 and 6)
     # VOC07: 29 models (Tables 1, 2, 3, 6) and the 4 replicas x 5 seeds + 38 Figure 4 epochs; VOC07+12: 5 x 5
     # seeds. COCO and Cityscapes: 26 models once, the 2 claim-bearing models of Table 3 and their 4
@@ -39,7 +47,8 @@ def test_paper_preset_plans_every_job_of_the_report(workdir):
         "linear": 39, "voc07": (29 + 4) * 5 + 38, "voc07_curve": 2, "voc0712": 5 * 5,
         "coco": 24 + 6 * 3, "cityscapes": 24 + 6 * 3, "fewshot": 3, "mafl": 4,
     }  # fmt: skip
-    assert rules["claims"] == 1 and len(jobs) == 446  # 374 + claims 61, LPIPS fetches 2, SupCon 9
+    # 374 + claims 61, LPIPS fetches 2, SupCon 9, Figure 2's two imported backbones and their fetches 4
+    assert rules["claims"] == 1 and len(jobs) == 450
     assert rules["table_json"] == 10 and all(rules[f"figure{n}"] == 1 for n in (1, 2, 4, 6, 7))
     assert not any(rule.startswith("generate_") for rule, _ in jobs)  # real datasets are checked, not made
 
@@ -96,8 +105,14 @@ def test_paper_preset_lists_every_pretraining_run_of_tables_1_2_3_6_10(workdir):
     replicas = {
         f"{run}+s{index}" for run in ("mocov2-frcgb", "exemplarv2") for index in (1, 2)
     }  # pretrain_seeds
-    assert table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} | replicas == runs
-    assert len(runs) == 42 + 4
+    figure2 = {"instdisc-mmselfsup", "simclr-mmselfsup"}  # imported, not trained
+    assert (
+        table1 | table2 | table3 | table4 | table5 | table6 | table10 | {"supcon"} | replicas | figure2
+        == runs
+    )
+    assert len(runs) == 42 + 4 + 2
+    labels = [entry["label"] for entry in _paper_config()["figures"]["figure2"]["runs"]]
+    assert labels == ["Supervised", "InstDisc", "SimCLR", "MoCo-v2"]  # the paper's Figure 2 columns
 
 
 def test_exemplar_and_table10_settings_follow_the_paper():
@@ -182,10 +197,11 @@ def test_released_preset_regenerates_tables_1_to_3_from_the_authors_checkpoints(
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = planned_jobs(done.stdout)
     rules = Counter(rule for rule, _ in jobs)
-    # Every model of Tables 1-3 is imported (10 + 12 + 3, the two ImageNet models shared): nothing trains.
-    assert rules["pretrain"] == rules["fetch_released_checkpoint"] == 25
+    # Every model of Tables 1-3 is imported (10 + 12 + 3, the two ImageNet models shared), and Figure 2's
+    # InstDisc and SimCLR: nothing trains.
+    assert rules["pretrain"] == rules["fetch_released_checkpoint"] == 25 + 2
     commands = [line for line in done.stdout.splitlines() if " pretrain --spec " in line]
-    assert len(commands) == 25 and all('"import_from": "checkpoints/released/' in line for line in commands)
+    assert len(commands) == 27 and all('"import_from": "checkpoints/released/' in line for line in commands)
     protocols = Counter(w.split(",")[0].removeprefix("protocol=") for r, w in jobs if r == "downstream")
     # the calibration table adds FAIR MoCo-v1's VOC07+12 runs (5 seeds) to Tables 1-3's jobs
     # and the claim-bearing Table 3 models (MoCo-v2, Exemplar-v2) run COCO and Cityscapes 3 times

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,19 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise InputError(
+                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}"
+            ) from None
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise InputError(
+            f"{path}: not read: it pickles Python objects ({refused.group(1) if refused else 'code'}) that "
+            "loading with weights_only=True refuses, so nothing in it was run. Only if you trust its source: "
+            "re-save its tensors alone (torch.save(torch.load(f, weights_only=False)['state_dict'], out)) "
+            "and point the config at that file"
+        ) from None
+    except Exception as err:  # torch raises RuntimeError, EOFError... for bad files
         raise InputError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(err).__name__}: {err}"
         ) from None

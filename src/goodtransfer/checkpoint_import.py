@@ -9,6 +9,9 @@ stores its command line as ``"args"``. Layouts understood:
 * MoCo v1/v2 (facebookresearch/moco ``main_moco.py``), ``{"epoch", "arch", "state_dict": {
   "module.encoder_q.*", "module.encoder_k.*", "module.queue", "module.queue_ptr"}, "optimizer"}``,
   also without ``module.`` (single GPU); only the query encoder is kept;
+* OpenMMLab self-supervised models (mmselfsup, e.g. its InstDisc/NPID and SimCLR ResNet-50s of Figure 2),
+  ``{"meta", "state_dict": {"backbone.*", "neck.*", "head.*", ...}}``: the ``backbone.*`` keys are
+  torchvision's names; the projection neck, the loss head, NPID's memory bank and the data preprocessor go;
 * plain torchvision state dicts (``resnet50-19c8e357.pth``), optionally ``module.``-prefixed (DDP) and/or
   wrapped as ``{"model": ...}`` (torchvision reference script) or ``{"state_dict": ...}``.
 
@@ -36,6 +39,7 @@ from goodtransfer.models.backbone import _ARCHS, build_resnet
 EXPECTED_LAYOUTS = (
     f"{FORMAT} {{'state_dict', 'meta'}}; "
     "MoCo {'state_dict': {'module.encoder_q.*', 'module.encoder_k.*', 'module.queue', ...}}; "
+    "OpenMMLab {'meta', 'state_dict': {'backbone.*', 'neck.*', 'head.*'}}; "
     "torchvision ResNet state_dict {'conv1.weight', 'bn1.*', 'layer1.0.*', ..., 'fc.*'}, "
     "optionally 'module.'-prefixed and/or wrapped in {'model': ...} or {'state_dict': ...}"
 )
@@ -46,6 +50,10 @@ _QUERY = "encoder_q."
 # MoCo's key encoder and queue: not part of the backbone.
 _MOCO_KEY_ENCODER = "encoder_k."
 _MOCO_QUEUE = frozenset({"queue", "queue_ptr"})
+# OpenMMLab (mmselfsup) self-supervised models: the backbone under ``backbone.``, beside it the parts that
+# are not: projection neck, loss head, NPID's memory bank, the input normaliser.
+_MM_BACKBONE = "backbone."
+_MM_NOT_BACKBONE = ("neck.", "head.", "memory_bank.", "data_preprocessor.")
 _COUNTER = "num_batches_tracked"
 _MAX_LISTED = 8
 
@@ -55,8 +63,9 @@ def load_any_backbone(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A torchvision ResNet backbone state_dict (no ``fc.*``) and its meta from any supported layout.
 
-    ``meta`` holds ``arch`` and ``source_format`` (``goodtransfer-backbone/1``, ``moco`` or ``torchvision``)
-    plus what the file tells: ``method``, ``epoch``, ``wrapper``, ``prefix``, ``projection_head``.
+    ``meta`` holds ``arch`` and ``source_format`` (``goodtransfer-backbone/1``, ``moco``, ``openmmlab`` or
+    ``torchvision``) plus what the file tells: ``method``, ``epoch``, ``wrapper``, ``prefix``,
+    ``projection_head``.
     ``arch`` is taken from the argument, else the checkpoint's ``arch`` field, else inferred from the keys.
     """
     obj = _read(path)
@@ -106,6 +115,10 @@ def _extract(path: str | os.PathLike[str], obj: Any) -> tuple[dict[str, Any], di
         state_dict, head = _moco_query_encoder(flat, prefix)
         meta: dict[str, Any] = {"source_format": "moco", "method": "moco", "projection_head": head}
         prefix += _QUERY
+    elif any(key.startswith(_MM_BACKBONE) for key in flat):
+        state_dict = _openmmlab_backbone(flat, prefix)
+        meta = {"source_format": "openmmlab"}
+        prefix += _MM_BACKBONE
     else:
         state_dict = {key: value for key, value in flat.items() if not key.startswith("fc.")}
         meta = {"source_format": "torchvision"}
@@ -135,6 +148,18 @@ def _moco_query_encoder(flat: Mapping[str, Any], ddp_prefix: str) -> tuple[dict[
             state_dict[ddp_prefix + key] = value
     head = "mlp" if _QUERY + "fc.0.weight" in flat else "linear" if _QUERY + "fc.weight" in flat else None
     return state_dict, head
+
+
+def _openmmlab_backbone(flat: Mapping[str, Any], ddp_prefix: str) -> dict[str, Any]:
+    """Keep ``backbone.*`` unprefixed; neck, head, memory bank and preprocessor go; any other key stays,
+    with its original name, to be reported as unexpected."""
+    state_dict: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(_MM_BACKBONE):
+            state_dict[key[len(_MM_BACKBONE) :]] = value
+        elif not key.startswith(_MM_NOT_BACKBONE):
+            state_dict[ddp_prefix + key] = value
+    return state_dict
 
 
 def _header_fields(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def _publish(args: argparse.Namespace) -> None:
 def _fetch(args: argparse.Namespace) -> None:
     from goodtransfer.fetch import fetch
 
-    sha256 = fetch(args.url, args.out)
+    sha256 = fetch(args.url, args.out, expected_sha256=args.sha256)
     print(f"fetched {args.url} -> {args.out} (sha256 {sha256})", file=sys.stderr)
 
 
@@ -270,6 +270,9 @@ def _parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="download a released checkpoint (atomic, records its SHA-256)")
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
+    fetch.add_argument(
+        "--sha256", default="", help="the digest (or its leading hex digits) the file must have; else refused"
+    )
     fetch.set_defaults(func=_fetch)
     fp = sub.add_parser("fp-analysis", help="false-positive types of VOC detections (Hoiem et al. 2012)")
     fp.add_argument(

@@ -49,7 +49,7 @@ def pretrain_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     levels = {"pretrain.defaults": section["defaults"], f"pretrain.recipes.{recipe_name}": recipe}
     spec.pop(_other_length(levels | {f"pretrain.runs.{run}": run_cfg}), None)
     augmentations = deep_merge(section["augmentations"], spec.get("augmentations", {}))
-    spec["augmentations"] = {name: augmentations[name] for name in spec["augment"]}
+    spec["augmentations"] = {name: augmentations[name] for name in spec.get("augment", ())}
     _check_contrastive(spec, run)
     if spec.get("task_protocol"):
         spec["task_settings"] = _task_settings(config, spec, run)

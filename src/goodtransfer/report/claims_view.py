@@ -13,6 +13,8 @@ from goodtransfer.report.latex import LatexSafe, format_number
 
 DECIMALS = 2
 FIELDS = ("id", "finding", "source", "statement", "verdict", "test", "unit")
+# Whether our mean effect points the paper's way: a weaker reading than the verdict, which one pair can give.
+SIGN = {True: "same", False: "opposite", None: "--"}
 
 
 def _signed(value: float | None) -> LatexSafe:
@@ -34,7 +36,8 @@ def claim_row(record: Any, where: str) -> dict[str, Any]:
     """One claim's cells: source, statement, paper effect, our mean, interval, n, p and verdict."""
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected an object, got {type(record).__name__}")
-    missing = [field for field in (*FIELDS, "ours", "paper_effect", "p_value") if field not in record]
+    required = (*FIELDS, "ours", "paper_effect", "p_value", "same_sign_as_paper")
+    missing = [field for field in required if field not in record]
     if missing:
         raise InputError(f"{where}: missing fields {missing}")
     ours = record["ours"]
@@ -54,6 +57,7 @@ def claim_row(record: Any, where: str) -> dict[str, Any]:
         "interval": interval,
         "n": str(ours["n"]),
         "p": _p(record["p_value"]),
+        "sign": SIGN[record["same_sign_as_paper"]],
     }
 
 
@@ -66,7 +70,9 @@ def claims_view(claims: Any, where: str = "claims") -> dict[str, Any]:
     for row in rows:
         findings.setdefault(row["finding"], []).append(row)
     counts = claims.get("verdicts") or {}
+    signed = [row for row in rows if row["sign"] != SIGN[None]]
     return {
+        "same_sign": f"{sum(row['sign'] == SIGN[True] for row in signed)} of {len(signed)}",
         "findings": [{"label": label, "rows": members} for label, members in findings.items()],
         "counts": [{"verdict": str(verdict), "count": str(count)} for verdict, count in counts.items()],
         "tests": sorted({row["test"] for row in rows}),
