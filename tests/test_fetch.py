@@ -39,14 +39,14 @@ def test_registry_gives_the_authors_address_and_rejects_unknown_names():
         released_url("exemplar_v3", REGISTRY)
 
 
-def _moco_file(path):
+def _moco_file(path, epoch: int = 200):
     import torch
 
     from goodtransfer.models.backbone import build_resnet
 
     torch.manual_seed(0)
     weights = {f"module.encoder_q.{k}": v for k, v in build_resnet("resnet10").state_dict().items()}
-    torch.save({"state_dict": {k: v for k, v in weights.items() if ".fc." not in k}}, path)
+    torch.save({"epoch": epoch, "state_dict": {k: v for k, v in weights.items() if ".fc." not in k}}, path)
 
 
 def test_import_verifies_the_checksum_recorded_at_fetch_and_refuses_a_changed_file(tmp_path):
@@ -163,3 +163,31 @@ def test_an_openmmlab_file_fetched_with_its_digest_imports_as_a_run(tmp_path):
     assert meta["method"] == "imported:openmmlab" and meta["source_checksum"] == f"sha256 {digest}"
     assert sorted(imported) == sorted(weights)
     assert all(torch.equal(imported[key], value) for key, value in weights.items())
+
+
+def test_a_file_named_with_its_digest_must_have_it_however_it_arrived(tmp_path):
+    from goodtransfer.pretrain.train import import_backbone
+    from goodtransfer.publish import verify_named_digest
+
+    source = tmp_path / "published.pth"
+    for extra in range(100):  # a digest whose 8 digits are all decimal would read as a date: take another
+        _moco_file(source, epoch=extra)
+        digits = hashlib.sha256(source.read_bytes()).hexdigest()[:8]
+        if any(c in "abcdef" for c in digits):
+            break
+    released = tmp_path / "checkpoints/released"
+    released.mkdir(parents=True)
+    right = released / f"npid_resnet50_20220825-{digits}.pth"  # copied by hand: no fetch record
+    right.write_bytes(source.read_bytes())
+    assert verify_named_digest(right) == digits
+    spec = {"run": "r", "arch": "resnet10", "import_from": str(right)}
+    import_backbone(spec, tmp_path / "ok.pt", tmp_path / "ok.json")
+    wrong = released / "npid_resnet50_20220825-0abc1234.pth"  # another file under a published name
+    wrong.write_bytes(source.read_bytes())
+    with pytest.raises(InputError, match=r"ends with -0abc1234, the start of the SHA-256 it was published"):
+        import_backbone({**spec, "import_from": str(wrong)}, tmp_path / "bad.pt", tmp_path / "bad.json")
+    assert not (tmp_path / "bad.pt").exists()
+    for name in ("moco_v2_imagenet.pth", "run-20220825.pth"):  # no digest in the name; a date is not one
+        plain = released / name
+        plain.write_bytes(source.read_bytes())
+        assert verify_named_digest(plain) is None

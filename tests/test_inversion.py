@@ -267,3 +267,14 @@ def test_inversion_figure_refuses_metrics_of_other_runs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=rf"{metrics}: inversions of \['supervised'\]; expected one per run"):
         make_inversion_figure("figure2", entry, metrics, grid, tmp_path / "f.pdf", tmp_path / "f.json")
     assert not (tmp_path / "f.pdf").exists()
+
+
+def test_lpips_network_file_named_with_a_digest_must_have_it(
+    lpips_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # torchvision publishes squeezenet1_1-b8a52dc0.pth: a file under such a name that is another network is
+    # refused before it measures anything
+    impostor = tmp_path / "squeezenet1_1-b8a52dc0.pth"
+    impostor.write_bytes(lpips_files["squeeze"].read_bytes())
+    with pytest.raises(InputError, match=r"squeezenet1_1-b8a52dc0.pth: its name ends with -b8a52dc0"):
+        PerceptualDistance("squeeze", impostor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -80,6 +81,28 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# torchvision (resnet50-19c8e357.pth) and OpenMMLab (..._20220825-a67c5440.pth) end a published file's name
+# with the first 8 hex digits of its SHA-256. Only a group with a letter counts: "-20220825" is a date.
+_NAMED_DIGEST = re.compile(r"-(?=[0-9]*[a-f])([0-9a-f]{8})$")
+
+
+def verify_named_digest(path: Path) -> str | None:
+    """A file whose name carries its digest (``name-<8 hex>.pth``, the convention torchvision and OpenMMLab
+    publish with) must have it, however it arrived (fetched, ``dvc import-url``, copied by hand): returns
+    the digits verified, None for a name without them; a mismatch is an InputError."""
+    match = _NAMED_DIGEST.search(Path(path).stem)
+    if match is None:
+        return None
+    actual = _sha256(Path(path))
+    if not actual.startswith(match.group(1)):
+        raise InputError(
+            f"{path}: its name ends with -{match.group(1)}, the start of the SHA-256 it was published with, "
+            f"but the file's SHA-256 is {actual}: not the published file (changed, truncated or another "
+            "model under its name); fetch it again"
+        )
+    return match.group(1)
 
 
 def verify_recorded_checksum(path: Path) -> str | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from torchvision import models
 
 from goodtransfer.checkpoint import load_torch, save_torch
 from goodtransfer.io import InputError
+from goodtransfer.publish import verify_named_digest
 
 # lpips's ScalingLayer: applied to images already mapped to [-1, 1].
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -113,6 +115,7 @@ def _load_features(net: str, network: Network, path: str | os.PathLike[str]) -> 
             f"{path}: lpips_weights file not found; expected a local torchvision {net} state_dict "
             f"(e.g. {network.torchvision_file}); nothing is downloaded at run time"
         )
+    verify_named_digest(Path(path))  # torchvision's squeezenet1_1-b8a52dc0.pth must be that file
     state = load_torch(path)
     if not isinstance(state, dict):
         raise InputError(f"{path}: expected a torchvision state_dict (a dict); found {type(state).__name__}")

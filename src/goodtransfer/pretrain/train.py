@@ -41,7 +41,7 @@ from goodtransfer.pretrain.augment import MOCO_V2_ORDER, TwoViews, pretrain_tran
 from goodtransfer.pretrain.supervised import classifier_top1
 from goodtransfer.pretrain.task_supervised import train_task_backbone
 from goodtransfer.progress import Progress
-from goodtransfer.publish import verify_recorded_checksum
+from goodtransfer.publish import verify_named_digest, verify_recorded_checksum
 from goodtransfer.resume import ResumeState, dataset_digest, job_key, seed_everything
 from goodtransfer.schedule import epoch_lr
 
@@ -147,6 +147,7 @@ def import_backbone(spec: dict[str, Any], out: Path, log_json: Path) -> None:
     backbone of a supervised detection/segmentation network (Table 2's COCO and Synthia rows)."""
     source = Path(spec["import_from"])
     verified = verify_recorded_checksum(source)  # a released file must be the one first imported
+    verify_named_digest(source)  # and, where its name carries its digest, the one published
     state_dict, meta = load_any_backbone(source, arch=spec["arch"])
     imported = {
         "method": f"imported:{meta['source_format']}",
