@@ -45,19 +45,15 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
             raise InputError(
-                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}"
+                f"{path}: not read: it pickles Python objects ({refused.group(1) if refused else 'code'}) "
+                "that loading with weights_only=True refuses, so nothing in it was run. Only if you trust "
+                "its source: re-save its tensors alone (torch.save(torch.load(f, weights_only=False)"
+                "['state_dict'], out)) and point the config at that file"
             ) from None
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        raise InputError(
-            f"{path}: not read: it pickles Python objects ({refused.group(1) if refused else 'code'}) that "
-            "loading with weights_only=True refuses, so nothing in it was run. Only if you trust its source: "
-            "re-save its tensors alone (torch.save(torch.load(f, weights_only=False)['state_dict'], out)) "
-            "and point the config at that file"
-        ) from None
-    except Exception as err:  # torch raises RuntimeError, EOFError... for bad files
         raise InputError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(err).__name__}: {err}"
         ) from None

@@ -70,9 +70,13 @@ def claims_view(claims: Any, where: str = "claims") -> dict[str, Any]:
     for row in rows:
         findings.setdefault(row["finding"], []).append(row)
     counts = claims.get("verdicts") or {}
-    signed = [row for row in rows if row["sign"] != SIGN[None]]
+    signs = [
+        record["same_sign_as_paper"]
+        for record in claims["claims"]
+        if record["same_sign_as_paper"] is not None
+    ]
     return {
-        "same_sign": f"{sum(row['sign'] == SIGN[True] for row in signed)} of {len(signed)}",
+        "same_sign": f"{sum(signs)} of {len(signs)}",
         "findings": [{"label": label, "rows": members} for label, members in findings.items()],
         "counts": [{"verdict": str(verdict), "count": str(count)} for verdict, count in counts.items()],
         "tests": sorted({row["test"] for row in rows}),
