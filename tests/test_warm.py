@@ -143,9 +143,12 @@ def test_a_killed_client_takes_its_job_with_it(server, imagenet, tmp_path):
     job = _long_job(address, imagenet, tmp_path)
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     (child,) = map(int, children.read_text().split())
+    logged = len(_jobs(log))
     job.kill()
     job.wait()
     _wait_for(lambda: not Path(f"/proc/{child}").exists(), timeout=5)
+    # the server reaps the child (its /proc entry goes) just before it logs the status
+    _wait_for(lambda: len(_jobs(log)) > logged, timeout=5)
     assert _jobs(log)[-1]["status"] == 128 + signal.SIGKILL
     assert not (tmp_path / "checkpoint.pt").exists()
 
