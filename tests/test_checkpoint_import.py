@@ -338,3 +338,21 @@ def test_pickle_with_code_objects_is_refused_without_running_them(tmp_path, back
         load_any_backbone(path)
     assert SIDE_EFFECTS == []
     assert "tests.test_checkpoint_import." in str(caught.value)  # the refused global is named
+
+
+def test_a_narrowed_resnet_width_is_inferred_from_the_stem(tmp_path):
+    torch.manual_seed(2)
+    original = backbone_state_dict(build_resnet("resnet10-w32"))
+    path = tmp_path / "narrow.pth"
+    torch.save(original | _head(256), path)
+    state_dict, meta = load_any_backbone(path)
+    assert meta["arch"] == "resnet10-w32"
+    _assert_same_backbone(state_dict, original)
+
+
+def test_a_checkpoint_of_another_width_than_requested_fails_naming_the_shapes(tmp_path, backbones):
+    path = tmp_path / "wide.pth"
+    torch.save(backbones["resnet10"], path)
+    shapes = r"wrong shapes \['conv1\.weight: \[64, 3, 7, 7\] \(expected \[32, 3, 7, 7\]\)'"
+    with pytest.raises(InputError, match=rf"wide\.pth: .*resnet10-w32: {shapes}"):
+        load_any_backbone(path, arch="resnet10-w32")

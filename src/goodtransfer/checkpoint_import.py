@@ -34,7 +34,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from goodtransfer.checkpoint import FORMAT, backbone_from, load_into, load_torch
 from goodtransfer.io import InputError
-from goodtransfer.models.backbone import _ARCHS, build_resnet
+from goodtransfer.models.backbone import _ARCHS, TORCHVISION_WIDTH, arch_name, build_resnet, parse_arch
 
 EXPECTED_LAYOUTS = (
     f"{FORMAT} {{'state_dict', 'meta'}}; "
@@ -183,20 +183,25 @@ def _resolve_arch(
             f"{path}: checkpoint field arch is {recorded!r} but arch {requested!r} was requested"
         )
     arch = requested or recorded or infer_arch(path, state_dict)
-    if arch not in _ARCHS:
-        raise InputError(f"{path}: backbone arch {arch!r} is unknown; expected one of {sorted(_ARCHS)}")
+    try:
+        parse_arch(arch)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
     return arch
 
 
 def infer_arch(path: str | os.PathLike[str], state_dict: Mapping[str, Any]) -> str:
-    """Bottleneck if ``layer1.0.conv3.weight`` exists, else BasicBlock; depth from the blocks per stage."""
+    """Bottleneck if ``layer1.0.conv3.weight`` exists, else BasicBlock; depth from the blocks per stage;
+    the width (``-w<channels>`` unless torchvision's 64) from the stem's output channels."""
     block = Bottleneck if "layer1.0.conv3.weight" in state_dict else BasicBlock
     depths = [
         len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{i}.")}) for i in range(1, 5)
     ]
+    stem = state_dict.get("conv1.weight")
+    width = int(stem.shape[0]) if isinstance(stem, torch.Tensor) and stem.dim() == 4 else TORCHVISION_WIDTH
     for name, (arch_block, layers) in _ARCHS.items():
         if arch_block is block and layers == depths:
-            return name
+            return arch_name(name, width)
     known = {name: layers for name, (_, layers) in _ARCHS.items()}
     raise InputError(
         f"{path}: cannot infer the ResNet arch: {block.__name__} blocks per stage {depths} match none of "
