@@ -153,10 +153,10 @@ CASES: list[Case] = [
     ),
     Case(
         "config-detection-step-past-max-iter",
-        dry("config-detection-step-past-max-iter", {"downstream": {"voc0712": {"steps": [150, 200]}}}),
+        dry("config-detection-step-past-max-iter", {"downstream": {"voc0712": {"steps": [225, 300]}}}),
         (
-            "config: downstream.voc0712.steps: [200] are outside the run of 200 iterations",
-            "expected each in 1..199",
+            "config: downstream.voc0712.steps: [300] are outside the run of 300 iterations",
+            "expected each in 1..299",
         ),
     ),
     Case(
