@@ -39,20 +39,21 @@ def _goodtransfer(*args: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def _detection_ap(config: dict, name: str, checkpoint: Path, voc: Path, out: Path) -> float:
-    spec = json.dumps(gtc.downstream_spec(config, "voc07", name))
-    metrics = out / f"{name}-voc07" / "metrics.json"
-    _goodtransfer("downstream", "--spec", spec, "--checkpoint", str(checkpoint), "--data", str(voc),
+def _downstream(config: dict, protocol: str, name: str, checkpoint: Path, data: Path, out: Path) -> dict:
+    """One run of a config.yaml protocol on ``checkpoint``: its metrics."""
+    spec = json.dumps(gtc.downstream_spec(config, protocol, name))
+    metrics = out / f"{name}-{protocol}" / "metrics.json"
+    _goodtransfer("downstream", "--spec", spec, "--checkpoint", str(checkpoint), "--data", str(data),
                   "--metrics", str(metrics), "--state-dir", str(metrics.parent / "state"))  # fmt: skip
-    return json.loads(metrics.read_text())["AP"]
+    return json.loads(metrics.read_text())
+
+
+def _detection_ap(config: dict, name: str, checkpoint: Path, voc: Path, out: Path) -> float:
+    return _downstream(config, "voc07", name, checkpoint, voc, out)["AP"]
 
 
 def _readout(config: dict, name: str, checkpoint: Path, data: Path, out: Path) -> float:
-    spec = json.dumps(gtc.downstream_spec(config, "linear", name))
-    metrics = out / f"{name}-linear" / "metrics.json"
-    _goodtransfer("downstream", "--spec", spec, "--checkpoint", str(checkpoint), "--data", str(data),
-                  "--metrics", str(metrics), "--state-dir", str(metrics.parent / "state"))  # fmt: skip
-    return json.loads(metrics.read_text())["top1"]
+    return _downstream(config, "linear", name, checkpoint, data, out)["top1"]
 
 
 def _pretrain_and_read_out(config: dict, run: str, data: Path, out: Path) -> float:
