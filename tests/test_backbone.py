@@ -42,7 +42,9 @@ def test_a_narrowed_resnet_is_initialised_as_torchvision_initialises():
     assert torch.equal(model.bn1.weight, torch.ones(32)) and torch.equal(model.bn1.bias, torch.zeros(32))
 
 
-@pytest.mark.parametrize("arch", ["resnet12", "resnet10-w0", "resnet10-32", "resnet10-w", "vgg16"])
+@pytest.mark.parametrize(
+    "arch", ["resnet12", "resnet10-w0", "resnet10-w032", "resnet10-w64", "resnet10-32", "resnet10-w", "vgg16"]
+)
 def test_an_unknown_arch_fails_saying_what_is_expected(arch):
     expected = rf"backbone arch '{arch}' is unknown; expected one of .*-w<channels>"
     with pytest.raises(InputError, match=expected):

@@ -162,3 +162,9 @@ def test_report_naming_an_undeclared_table_or_figure_fails():
         lambda config: config["report"].update(tables=["table1", "table9x"]), "report.tables[1]: 'table9x'"
     )
     _fails(lambda config: config["report"].update(figures=["figure9"]), "report.figures[0]: 'figure9'")
+
+
+@pytest.mark.parametrize("arch", ["resnet10-w64", "resnet10-w032", "resnet12-w32"])
+def test_an_arch_that_is_not_one_canonical_name_fails_the_schema_naming_the_key(arch):
+    with pytest.raises(InputError, match=rf"config: pretrain\.defaults\.arch: '{arch}' does not match"):
+        validate_config(deep_merge(CONFIG, {"pretrain": {"defaults": {"arch": arch}}}))

@@ -24,16 +24,17 @@ _ARCHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
     "resnet101": (Bottleneck, [3, 4, 23, 3]),
 }
 TORCHVISION_WIDTH = 64
-_ARCH_NAME = re.compile(r"(?P<depth>resnet\d+)(?:-w(?P<width>\d+))?")
+# One name per network: torchvision's width is the plain depth (resnet10, never resnet10-w64), no leading 0.
+_ARCH_NAME = re.compile(rf"(?P<depth>resnet\d+)(?:-w(?!{TORCHVISION_WIDTH}$)(?P<width>[1-9]\d*))?")
 
 
 def parse_arch(arch: str) -> tuple[str, int]:
     """``resnet10-w32`` -> (``resnet10``, 32); a plain depth has torchvision's width 64."""
     match = _ARCH_NAME.fullmatch(arch)
-    if match is None or match["depth"] not in _ARCHS or (match["width"] and int(match["width"]) < 1):
+    if match is None or match["depth"] not in _ARCHS:
         raise InputError(
             f"backbone arch {arch!r} is unknown; expected one of {sorted(_ARCHS)}, optionally with a "
-            "stem width as -w<channels> (e.g. resnet10-w32)"
+            f"stem width other than {TORCHVISION_WIDTH} as -w<channels> (e.g. resnet10-w32)"
         )
     return match["depth"], int(match["width"] or TORCHVISION_WIDTH)
 
