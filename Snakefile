@@ -25,9 +25,8 @@ configfile: "config.yaml"
 # the checker's frames would only hide it.
 try:
     validate_config(config)
-    add_pretrain_replicas(
-        config
-    )  # pretrain_seeds: runs pretrained again from other seeds
+    # pretrain_seeds: runs pretrained again from other seeds
+    add_pretrain_replicas(config)
     check_config(config)
 except InputError as err:
     raise WorkflowError(str(err)) from None
